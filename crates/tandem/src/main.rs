@@ -1,0 +1,69 @@
+//! `tandem`: one binary for every command-line tool of the project.
+//!
+//! Called as `tandem SUBCOMMAND ...`, or through a link named after the tool it
+//! stands in for (`drbdadm`, `o2cb`), so the seed's command lines run unchanged. The
+//! commands are thin: they parse arguments and call the crates that do the work.
+
+mod cli;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Replicated block devices and a shared-disk cluster filesystem, in userspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The multi-node lab: simulated machines on this host.
+    #[command(subcommand)]
+    Lab(cli::lab::LabCommand),
+    /// DRBD administration, as drbd-utils' drbdadm (also reachable as `drbdadm`).
+    #[command(disable_help_flag = true)]
+    Drbdadm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// The o2cb cluster stack's configuration, as ocfs2-tools' o2cb (also reachable as `o2cb`).
+    #[command(disable_help_flag = true)]
+    O2cb {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let called_as = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match called_as.as_str() {
+        "drbdadm" => {
+            args.remove(0);
+            return cli::drbdadm::main(args);
+        }
+        "o2cb" => {
+            args.remove(0);
+            return cli::o2cb::main(args);
+        }
+        _ => {}
+    }
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Command::Lab(command) => cli::lab::main(command),
+        Command::Drbdadm { args } => cli::drbdadm::main(args),
+        Command::O2cb { args } => cli::o2cb::main(args),
+    }
+}
