@@ -1,8 +1,13 @@
 //! `drbdadm`: the DRBD administration tool's command line.
 //!
-//! Implemented so far: `dump`. The configuration file is found as drbd-utils finds
-//! it (`-c FILE`, else the first of `/etc/drbd-90.conf` and `/etc/drbd.conf` that
-//! exists); "this host" is `__DRBD_NODE__` or `uname -n`.
+//! Implemented so far: `dump`, and the meta-data verbs `create-md`, `dump-md`,
+//! `show-gi`, `get-gi`, `wipe-md`, `apply-al` ([`meta`], which does in-process
+//! what drbdadm has `drbdmeta` do). The configuration file is found as drbd-utils
+//! finds it (`-c FILE`, else the first of `/etc/drbd-90.conf` and `/etc/drbd.conf`
+//! that exists); "this host" is `__DRBD_NODE__` or `uname -n`.
+
+mod device;
+mod meta;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -19,7 +24,14 @@ struct Args {
     /// Configuration file to read instead of /etc/drbd.conf.
     #[arg(short = 'c', long = "config-file")]
     config_file: Option<PathBuf>,
-    /// The command: dump.
+    /// Answer every confirmation question with yes (meta-data verbs).
+    #[arg(long)]
+    force: bool,
+    /// create-md: number of peers to reserve bitmaps for (default: the peers with
+    /// a disk in the configuration).
+    #[arg(long = "max-peers")]
+    max_peers: Option<u32>,
+    /// The command: dump, create-md, dump-md, show-gi, get-gi, wipe-md, apply-al.
     command: String,
     /// Resources (`all` or none means every resource).
     resources: Vec<String>,
@@ -31,9 +43,17 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     let args = Args::parse_from(std::iter::once(OsString::from("drbdadm")).chain(args));
     match args.command.as_str() {
         "dump" => dump(&args),
+        verb @ ("create-md" | "dump-md" | "show-gi" | "get-gi" | "wipe-md" | "apply-al") => {
+            let options = meta::Options {
+                force: args.force,
+                max_peers: args.max_peers,
+            };
+            meta::run(verb, &config_file(&args), &args.resources, &options)
+        }
         other => {
             eprintln!(
-                "drbdadm: '{other}' is not a command tandem implements yet (implemented: dump)"
+                "drbdadm: '{other}' is not a command tandem implements yet (implemented: dump, \
+                 create-md, dump-md, show-gi, get-gi, wipe-md, apply-al)"
             );
             ExitCode::from(EXIT_UNKNOWN_COMMAND)
         }
