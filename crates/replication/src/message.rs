@@ -1,0 +1,620 @@
+//! The messages two nodes exchange about one resource, and their wire encoding.
+//!
+//! Every message is a frame: a 12-byte header, then the payload.
+//!
+//! ```text
+//! 0   u32 BE  magic 0x544E444D ("TNDM")
+//! 4   u8      kind (see `Kind`)
+//! 5   u8[3]   zero
+//! 8   u32 BE  payload length in bytes
+//! 12  ...     payload (big-endian fields, layout per kind; docs/FORMAT.md)
+//! ```
+//!
+//! The engine works with [`Message`] values; [`encode`] and [`decode`] are the only
+//! way bytes become messages, and decoding never trusts a length or a value it has
+//! not checked.
+
+use thiserror::Error;
+
+use crate::{DiskState, NodeId, Role, BLOCK_SIZE};
+
+pub const MAGIC: u32 = 0x544E_444D;
+pub const HEADER_LEN: usize = 12;
+/// The largest payload accepted: a 1 MiB write plus its header fields, or the
+/// bitmap of a 64 TiB device.
+pub const MAX_PAYLOAD: usize = 2 << 20;
+
+/// DRBD's replication protocols: when a write counts as done on a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Done when sent.
+    A,
+    /// Done when the peer has received it.
+    B,
+    /// Done when the peer has written it.
+    C,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub node_id: NodeId,
+    pub blocks: u64,
+    pub role: Role,
+    pub disk: DiskState,
+    pub protocol: Protocol,
+    pub allow_two_primaries: bool,
+    pub crashed_primary: bool,
+    pub discard_my_data: bool,
+    pub current: u64,
+    /// The bitmap UUID the sender keeps for the receiver.
+    pub bitmap: u64,
+    pub history: [u64; 2],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// First message on a connection: who I am and what my data is.
+    Hello(Hello),
+    /// Second message: my out-of-sync bitmap for you, as 64-bit words.
+    Bitmap {
+        words: Vec<u64>,
+    },
+    /// My role or disk changed.
+    State {
+        role: Role,
+        disk: DiskState,
+    },
+    /// May I become Primary? (answered by `PromoteReply`)
+    PromoteRequest {
+        tid: u64,
+    },
+    PromoteReply {
+        tid: u64,
+        granted: bool,
+    },
+    /// An application write on a Primary, replicated.
+    Data {
+        seq: u64,
+        epoch: u64,
+        block: u64,
+        data: Vec<u8>,
+    },
+    /// Protocol B: the write arrived.
+    RecvAck {
+        seq: u64,
+    },
+    /// Protocol C: the write is on the peer's disk.
+    WriteAck {
+        seq: u64,
+    },
+    /// Every write of epochs up to `epoch` has been sent; flush them.
+    Barrier {
+        epoch: u64,
+    },
+    /// Every write of epochs up to `epoch` is on stable storage.
+    BarrierAck {
+        epoch: u64,
+    },
+    /// The sender becomes sync source (after `primary --force` while connected).
+    SyncStart {
+        full: bool,
+    },
+    /// One block copied by resync.
+    ResyncData {
+        block: u64,
+        data: Vec<u8>,
+    },
+    ResyncAck {
+        block: u64,
+    },
+    /// Resync finished; the target takes the source's current UUID.
+    SyncDone {
+        current: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Hello = 1,
+    Bitmap = 2,
+    State = 3,
+    PromoteRequest = 4,
+    PromoteReply = 5,
+    Data = 6,
+    RecvAck = 7,
+    WriteAck = 8,
+    Barrier = 9,
+    BarrierAck = 10,
+    SyncStart = 11,
+    ResyncData = 12,
+    ResyncAck = 13,
+    SyncDone = 14,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        use Kind::*;
+        Some(match v {
+            1 => Hello,
+            2 => Bitmap,
+            3 => State,
+            4 => PromoteRequest,
+            5 => PromoteReply,
+            6 => Data,
+            7 => RecvAck,
+            8 => WriteAck,
+            9 => Barrier,
+            10 => BarrierAck,
+            11 => SyncStart,
+            12 => ResyncData,
+            13 => ResyncAck,
+            14 => SyncDone,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    /// Not an error yet: this many more bytes are needed.
+    #[error("incomplete frame: {0} more bytes needed")]
+    Incomplete(usize),
+    #[error("bad magic 0x{0:08x} (not a tandem peer?)")]
+    BadMagic(u32),
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    #[error("payload of {0} bytes exceeds the limit of {MAX_PAYLOAD}")]
+    TooLarge(usize),
+    #[error("{kind}: field {field}: {problem}")]
+    BadField {
+        kind: &'static str,
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// Appends the frame for `message` to `out`.
+pub fn encode(message: &Message, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC.to_be_bytes());
+    out.extend_from_slice(&[kind_of(message) as u8, 0, 0, 0]);
+    out.extend_from_slice(&[0; 4]);
+    let mut w = Writer(out);
+    match message {
+        Message::Hello(h) => {
+            w.u8(h.node_id);
+            w.u8(role_code(h.role));
+            w.u8(disk_code(h.disk));
+            w.u8(match h.protocol {
+                Protocol::A => 1,
+                Protocol::B => 2,
+                Protocol::C => 3,
+            });
+            w.u8(u8::from(h.allow_two_primaries)
+                | u8::from(h.crashed_primary) << 1
+                | u8::from(h.discard_my_data) << 2);
+            w.0.extend_from_slice(&[0; 3]);
+            w.u64(h.blocks);
+            w.u64(h.current);
+            w.u64(h.bitmap);
+            w.u64(h.history[0]);
+            w.u64(h.history[1]);
+        }
+        Message::Bitmap { words } => {
+            for word in words {
+                w.u64(*word);
+            }
+        }
+        Message::State { role, disk } => {
+            w.u8(role_code(*role));
+            w.u8(disk_code(*disk));
+        }
+        Message::PromoteRequest { tid } => w.u64(*tid),
+        Message::PromoteReply { tid, granted } => {
+            w.u64(*tid);
+            w.u8(u8::from(*granted));
+        }
+        Message::Data {
+            seq,
+            epoch,
+            block,
+            data,
+        } => {
+            w.u64(*seq);
+            w.u64(*epoch);
+            w.u64(*block);
+            w.0.extend_from_slice(data);
+        }
+        Message::RecvAck { seq } | Message::WriteAck { seq } => w.u64(*seq),
+        Message::Barrier { epoch } | Message::BarrierAck { epoch } => w.u64(*epoch),
+        Message::SyncStart { full } => w.u8(u8::from(*full)),
+        Message::ResyncData { block, data } => {
+            w.u64(*block);
+            w.0.extend_from_slice(data);
+        }
+        Message::ResyncAck { block } => w.u64(*block),
+        Message::SyncDone { current } => w.u64(*current),
+    }
+    let len = (out.len() - start - HEADER_LEN) as u32;
+    out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Decodes one frame from the start of `bytes`: the message and how many bytes
+/// it used, or why not.
+pub fn decode(bytes: &[u8]) -> Result<(Message, usize), DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::Incomplete(HEADER_LEN - bytes.len()));
+    }
+    let magic = u32::from_be_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    if magic != MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    let kind = Kind::from_u8(bytes[4]).ok_or(DecodeError::UnknownKind(bytes[4]))?;
+    let len = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(DecodeError::TooLarge(len));
+    }
+    if bytes.len() < HEADER_LEN + len {
+        return Err(DecodeError::Incomplete(HEADER_LEN + len - bytes.len()));
+    }
+    let mut r = Reader {
+        bytes: &bytes[HEADER_LEN..HEADER_LEN + len],
+        kind: kind_name(kind),
+    };
+    let message = match kind {
+        Kind::Hello => {
+            let node_id = r.u8("node_id")?;
+            let role = r.role()?;
+            let disk = r.disk()?;
+            let protocol = match r.u8("protocol")? {
+                1 => Protocol::A,
+                2 => Protocol::B,
+                3 => Protocol::C,
+                other => return Err(r.bad("protocol", format!("{other} is not 1, 2 or 3"))),
+            };
+            let flags = r.u8("flags")?;
+            if flags & !0b111 != 0 {
+                return Err(r.bad("flags", format!("unknown bits 0x{flags:02x}")));
+            }
+            r.take("padding", 3)?;
+            let hello = Hello {
+                node_id,
+                role,
+                disk,
+                protocol,
+                allow_two_primaries: flags & 1 != 0,
+                crashed_primary: flags & 2 != 0,
+                discard_my_data: flags & 4 != 0,
+                blocks: r.u64("blocks")?,
+                current: r.u64("current")?,
+                bitmap: r.u64("bitmap")?,
+                history: [r.u64("history[0]")?, r.u64("history[1]")?],
+            };
+            Message::Hello(hello)
+        }
+        Kind::Bitmap => {
+            if !r.bytes.len().is_multiple_of(8) {
+                return Err(r.bad(
+                    "words",
+                    format!("{} bytes is not whole words", r.bytes.len()),
+                ));
+            }
+            let mut words = Vec::with_capacity(r.bytes.len() / 8);
+            while !r.bytes.is_empty() {
+                words.push(r.u64("words")?);
+            }
+            Message::Bitmap { words }
+        }
+        Kind::State => Message::State {
+            role: r.role()?,
+            disk: r.disk()?,
+        },
+        Kind::PromoteRequest => Message::PromoteRequest { tid: r.u64("tid")? },
+        Kind::PromoteReply => Message::PromoteReply {
+            tid: r.u64("tid")?,
+            granted: r.bool("granted")?,
+        },
+        Kind::Data => {
+            let seq = r.u64("seq")?;
+            let epoch = r.u64("epoch")?;
+            let block = r.u64("block")?;
+            let data = r.blocks("data")?;
+            Message::Data {
+                seq,
+                epoch,
+                block,
+                data,
+            }
+        }
+        Kind::RecvAck => Message::RecvAck { seq: r.u64("seq")? },
+        Kind::WriteAck => Message::WriteAck { seq: r.u64("seq")? },
+        Kind::Barrier => Message::Barrier {
+            epoch: r.u64("epoch")?,
+        },
+        Kind::BarrierAck => Message::BarrierAck {
+            epoch: r.u64("epoch")?,
+        },
+        Kind::SyncStart => Message::SyncStart {
+            full: r.bool("full")?,
+        },
+        Kind::ResyncData => {
+            let block = r.u64("block")?;
+            let data = r.blocks("data")?;
+            if data.len() != BLOCK_SIZE {
+                return Err(r.bad("data", format!("{} bytes, not one block", data.len())));
+            }
+            Message::ResyncData { block, data }
+        }
+        Kind::ResyncAck => Message::ResyncAck {
+            block: r.u64("block")?,
+        },
+        Kind::SyncDone => Message::SyncDone {
+            current: r.u64("current")?,
+        },
+    };
+    if !r.bytes.is_empty() {
+        return Err(r.bad("payload", format!("{} bytes left over", r.bytes.len())));
+    }
+    Ok((message, HEADER_LEN + len))
+}
+
+fn kind_of(message: &Message) -> Kind {
+    match message {
+        Message::Hello(_) => Kind::Hello,
+        Message::Bitmap { .. } => Kind::Bitmap,
+        Message::State { .. } => Kind::State,
+        Message::PromoteRequest { .. } => Kind::PromoteRequest,
+        Message::PromoteReply { .. } => Kind::PromoteReply,
+        Message::Data { .. } => Kind::Data,
+        Message::RecvAck { .. } => Kind::RecvAck,
+        Message::WriteAck { .. } => Kind::WriteAck,
+        Message::Barrier { .. } => Kind::Barrier,
+        Message::BarrierAck { .. } => Kind::BarrierAck,
+        Message::SyncStart { .. } => Kind::SyncStart,
+        Message::ResyncData { .. } => Kind::ResyncData,
+        Message::ResyncAck { .. } => Kind::ResyncAck,
+        Message::SyncDone { .. } => Kind::SyncDone,
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Hello => "Hello",
+        Kind::Bitmap => "Bitmap",
+        Kind::State => "State",
+        Kind::PromoteRequest => "PromoteRequest",
+        Kind::PromoteReply => "PromoteReply",
+        Kind::Data => "Data",
+        Kind::RecvAck => "RecvAck",
+        Kind::WriteAck => "WriteAck",
+        Kind::Barrier => "Barrier",
+        Kind::BarrierAck => "BarrierAck",
+        Kind::SyncStart => "SyncStart",
+        Kind::ResyncData => "ResyncData",
+        Kind::ResyncAck => "ResyncAck",
+        Kind::SyncDone => "SyncDone",
+    }
+}
+
+fn role_code(role: Role) -> u8 {
+    match role {
+        Role::Secondary => 1,
+        Role::Primary => 2,
+    }
+}
+
+fn disk_code(disk: DiskState) -> u8 {
+    match disk {
+        DiskState::Diskless => 0,
+        DiskState::Inconsistent => 4,
+        DiskState::Outdated => 5,
+        DiskState::UpToDate => 8,
+    }
+}
+
+struct Writer<'a>(&'a mut Vec<u8>);
+
+impl Writer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    kind: &'static str,
+}
+
+impl Reader<'_> {
+    fn bad(&self, field: &'static str, problem: String) -> DecodeError {
+        DecodeError::BadField {
+            kind: self.kind,
+            field,
+            problem,
+        }
+    }
+
+    fn take(&mut self, field: &'static str, n: usize) -> Result<&[u8], DecodeError> {
+        if self.bytes.len() < n {
+            return Err(self.bad(
+                field,
+                format!("truncated: {} of {n} bytes", self.bytes.len()),
+            ));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.take(field, 1)?[0])
+    }
+
+    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        let b = self.take(field, 8)?;
+        Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.bad(field, format!("{other} is not 0 or 1"))),
+        }
+    }
+
+    fn role(&mut self) -> Result<Role, DecodeError> {
+        match self.u8("role")? {
+            1 => Ok(Role::Secondary),
+            2 => Ok(Role::Primary),
+            other => Err(self.bad("role", format!("unknown role {other}"))),
+        }
+    }
+
+    fn disk(&mut self) -> Result<DiskState, DecodeError> {
+        match self.u8("disk")? {
+            0 => Ok(DiskState::Diskless),
+            4 => Ok(DiskState::Inconsistent),
+            5 => Ok(DiskState::Outdated),
+            8 => Ok(DiskState::UpToDate),
+            other => Err(self.bad("disk", format!("unknown disk state {other}"))),
+        }
+    }
+
+    /// The rest of the payload, which must be whole blocks (at least one).
+    fn blocks(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+        let n = self.bytes.len();
+        if n == 0 || !n.is_multiple_of(BLOCK_SIZE) {
+            return Err(self.bad(
+                field,
+                format!("{n} bytes is not a whole number of 4 KiB blocks"),
+            ));
+        }
+        Ok(self.take(field, n)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Message> {
+        vec![
+            Message::Hello(Hello {
+                node_id: 1,
+                blocks: 262_144,
+                role: Role::Primary,
+                disk: DiskState::UpToDate,
+                protocol: Protocol::C,
+                allow_two_primaries: true,
+                crashed_primary: false,
+                discard_my_data: true,
+                current: 0xdead_beef_0000_0010,
+                bitmap: 4,
+                history: [6, 8],
+            }),
+            Message::Bitmap {
+                words: vec![1, u64::MAX, 0],
+            },
+            Message::State {
+                role: Role::Secondary,
+                disk: DiskState::Inconsistent,
+            },
+            Message::PromoteRequest { tid: 9 },
+            Message::PromoteReply {
+                tid: 9,
+                granted: true,
+            },
+            Message::Data {
+                seq: 1,
+                epoch: 2,
+                block: 3,
+                data: vec![7; 2 * BLOCK_SIZE],
+            },
+            Message::RecvAck { seq: 5 },
+            Message::WriteAck { seq: 5 },
+            Message::Barrier { epoch: 3 },
+            Message::BarrierAck { epoch: 3 },
+            Message::SyncStart { full: true },
+            Message::ResyncData {
+                block: 77,
+                data: vec![1; BLOCK_SIZE],
+            },
+            Message::ResyncAck { block: 77 },
+            Message::SyncDone { current: 42 },
+        ]
+    }
+
+    #[test]
+    fn round_trip_every_kind_back_to_back() {
+        let mut bytes = Vec::new();
+        for m in samples() {
+            encode(&m, &mut bytes);
+        }
+        let mut at = 0;
+        for m in samples() {
+            let (decoded, used) = decode(&bytes[at..]).unwrap();
+            assert_eq!(decoded, m);
+            at += used;
+        }
+        assert_eq!(at, bytes.len());
+    }
+
+    #[test]
+    fn partial_frames_ask_for_more() {
+        let mut bytes = Vec::new();
+        encode(&Message::SyncDone { current: 1 }, &mut bytes);
+        for cut in 0..bytes.len() {
+            assert!(matches!(
+                decode(&bytes[..cut]),
+                Err(DecodeError::Incomplete(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut bytes = Vec::new();
+        encode(
+            &Message::PromoteReply {
+                tid: 1,
+                granted: true,
+            },
+            &mut bytes,
+        );
+        let last = bytes.len() - 1;
+        bytes[last] = 7;
+        let err = decode(&bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "PromoteReply: field granted: 7 is not 0 or 1"
+        );
+        assert!(matches!(
+            decode(b"GET / HTTP/1.1\r\n\r\n"),
+            Err(DecodeError::BadMagic(_))
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_frames_never_panic(index in 0usize..14, at in 0usize..10_000, byte in any::<u8>()) {
+            let mut bytes = Vec::new();
+            encode(&samples()[index], &mut bytes);
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            if let Ok((_, used)) = decode(&bytes) {
+                prop_assert!(used <= bytes.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,1864 @@
+//! One resource on one node: the state machine.
+//!
+//! Rules it keeps (DRBD's):
+//! - Only a Primary takes application I/O. Promotion needs UpToDate data (or
+//!   `--force`, which starts a new data generation) and, while connected, every
+//!   peer's consent, so two connected nodes never both become Primary without
+//!   `allow-two-primaries` (a lower node id wins a race).
+//! - Before a write touches an extent that is not in the activity log, the
+//!   extended log is persisted; after a crash, every block of the logged extents is
+//!   treated as out of sync.
+//! - A write is sent to every connected peer and completes, by protocol, when the
+//!   local write is done and the peer has it: A when sent, B when received, C when
+//!   written. A peer that is away gets the block's bit set in its bitmap.
+//! - Writes are grouped in epochs; a barrier closes an epoch and the peer answers it
+//!   after flushing its disk. Blocks of epochs not yet confirmed when a connection
+//!   is lost are marked out of sync (the peer's cache may have lost them).
+//! - A Primary that loses its last connected peer, or is promoted without one,
+//!   starts a new generation: current UUID → the peer's bitmap UUID.
+//! - On connecting, both sides exchange UUIDs and bitmaps and decide independently
+//!   (see [`crate::uuids`]); resync copies the bitmap's blocks from source to target,
+//!   and the target becomes UpToDate only after flushing them.
+//! - Overlapping writes to the local disk are issued one after another, in arrival
+//!   order; resync never reads a block while a write to it is in flight, and drops a
+//!   read that an application write overtook.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use crate::bitmap::Bitmap;
+use crate::message::{Hello, Message, Protocol};
+use crate::uuids::{self, HandshakeUuids, SyncDecision, JUST_CREATED};
+use crate::{ConnState, DiskState, NodeId, ReplState, Role, BLOCK_SIZE};
+
+/// What a resource is, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub peers: Vec<NodeId>,
+    pub protocol: Protocol,
+    pub allow_two_primaries: bool,
+    /// Device size in 4 KiB blocks.
+    pub blocks: u64,
+    /// Blocks per activity-log extent (DRBD: 4 MiB = 1024 blocks).
+    pub al_extent_blocks: u64,
+    /// Extents the activity log holds (DRBD's `al-extents`).
+    pub al_extents: usize,
+    /// Resync reads in flight per peer.
+    pub resync_window: usize,
+    /// An epoch is closed after this many writes even without a flush or tick.
+    pub epoch_writes: u32,
+}
+
+impl Config {
+    /// A two-node configuration with DRBD's usual sizes.
+    pub fn new(node_id: NodeId, peers: Vec<NodeId>, blocks: u64) -> Config {
+        Config {
+            node_id,
+            peers,
+            protocol: Protocol::C,
+            allow_two_primaries: false,
+            blocks,
+            al_extent_blocks: 1024,
+            al_extents: 1237,
+            resync_window: 64,
+            epoch_writes: 256,
+        }
+    }
+}
+
+/// What the host must keep on stable storage (in DRBD's meta-data area).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    pub current: u64,
+    pub history: [u64; 2],
+    /// Never Diskless.
+    pub disk: DiskState,
+    /// Primary and not cleanly demoted: after a crash, this node is a crashed
+    /// Primary.
+    pub primary: bool,
+    pub peers: Vec<PeerMeta>,
+    /// Extents (numbers) that may hold writes not yet on every peer.
+    pub activity_log: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerMeta {
+    pub node_id: NodeId,
+    pub bitmap_uuid: u64,
+    pub bitmap: Bitmap,
+}
+
+impl Meta {
+    /// Meta-data as `create-md` leaves it: no data generation yet.
+    pub fn fresh(config: &Config) -> Meta {
+        Meta {
+            current: JUST_CREATED,
+            history: [0, 0],
+            disk: DiskState::Inconsistent,
+            primary: false,
+            peers: config
+                .peers
+                .iter()
+                .map(|&node_id| PeerMeta {
+                    node_id,
+                    bitmap_uuid: 0,
+                    bitmap: Bitmap::new(config.blocks),
+                })
+                .collect(),
+            activity_log: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    Primary { force: bool },
+    Secondary,
+    Connect { peer: NodeId, discard_my_data: bool },
+    Disconnect { peer: NodeId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Admin {
+        id: u64,
+        command: Admin,
+    },
+    Write {
+        id: u64,
+        block: u64,
+        data: Vec<u8>,
+    },
+    Read {
+        id: u64,
+        block: u64,
+        count: u64,
+    },
+    Flush {
+        id: u64,
+    },
+    /// A disk action finished; reads carry their data.
+    DiskDone {
+        token: u64,
+        result: Result<Option<Vec<u8>>, ()>,
+    },
+    Connected {
+        peer: NodeId,
+    },
+    Disconnected {
+        peer: NodeId,
+    },
+    Received {
+        peer: NodeId,
+        message: Message,
+    },
+    Tick,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    DiskWrite {
+        token: u64,
+        block: u64,
+        data: Vec<u8>,
+    },
+    DiskRead {
+        token: u64,
+        block: u64,
+        count: u64,
+    },
+    DiskFlush {
+        token: u64,
+    },
+    /// Must be on stable storage before any later action is carried out, and
+    /// written with a cache flush of the backing device (as DRBD writes its
+    /// activity log): every write completed before it becomes stable too. Evicting
+    /// an extent from the activity log relies on that.
+    PersistMeta(Meta),
+    Send {
+        peer: NodeId,
+        message: Message,
+    },
+    /// Keep trying to connect to the peer until `Connected` (or `Disconnect`).
+    Connect {
+        peer: NodeId,
+    },
+    /// Close the connection to the peer and stop trying.
+    Disconnect {
+        peer: NodeId,
+    },
+    Complete {
+        id: u64,
+        result: Result<Option<Vec<u8>>, IoError>,
+    },
+    AdminDone {
+        id: u64,
+        result: Result<(), AdminError>,
+    },
+    Note(Note),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    #[error("not Primary (the device refuses I/O on a Secondary)")]
+    NotPrimary,
+    #[error("no UpToDate data on this node")]
+    NoUpToDateData,
+    #[error("beyond the end of the device, or not whole 4 KiB blocks")]
+    OutOfRange,
+    #[error("the local disk failed")]
+    Disk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("a peer is Primary and allow-two-primaries is not set")]
+    PeerIsPrimary,
+    #[error("need access to UpToDate data (use --force to start from this disk)")]
+    NoUpToDateData,
+    #[error("the device is in use")]
+    Busy,
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("a promotion is already under way")]
+    PromotionPending,
+    #[error("a connection is being established; try again")]
+    Handshaking,
+}
+
+/// Things worth telling the administrator about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    SyncStarted {
+        peer: NodeId,
+        source: bool,
+        blocks: u64,
+    },
+    SyncFinished {
+        peer: NodeId,
+    },
+    SplitBrain {
+        peer: NodeId,
+    },
+    UnrelatedData {
+        peer: NodeId,
+    },
+    /// The handshake found a reason not to go on (sizes, roles, protocol...).
+    Refused {
+        peer: NodeId,
+        reason: String,
+    },
+    ProtocolError {
+        peer: NodeId,
+        reason: String,
+    },
+    ConcurrentWrite {
+        peer: NodeId,
+        block: u64,
+    },
+}
+
+/// What a disk action was for, to act on its completion.
+#[derive(Debug, Clone)]
+enum Op {
+    AppWrite {
+        id: u64,
+        block: u64,
+        count: u64,
+    },
+    AppRead {
+        id: u64,
+    },
+    AppFlush {
+        id: u64,
+    },
+    PeerWrite {
+        peer: usize,
+        gen: u64,
+        seq: u64,
+        block: u64,
+        count: u64,
+    },
+    ResyncRead {
+        peer: usize,
+        gen: u64,
+        block: u64,
+    },
+    ResyncWrite {
+        peer: usize,
+        gen: u64,
+        block: u64,
+    },
+    BarrierFlush {
+        peer: usize,
+        gen: u64,
+        epoch: u64,
+    },
+    SyncDoneFlush {
+        peer: usize,
+        gen: u64,
+        current: u64,
+    },
+}
+
+/// An application request waiting for its local part and its peers.
+#[derive(Debug)]
+struct Request {
+    local_done: bool,
+    local_failed: bool,
+    waiting: Vec<Wait>,
+}
+
+/// What a request still waits for from a peer (by peer index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// The ack of a replicated write (protocol B or C).
+    Ack { peer: usize, seq: u64 },
+    /// The barrier ack that makes every write up to an epoch stable on the peer.
+    Barrier { peer: usize, epoch: u64 },
+}
+
+impl Wait {
+    fn peer(self) -> usize {
+        match self {
+            Wait::Ack { peer, .. } | Wait::Barrier { peer, .. } => peer,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    /// The administrator wants this connection (`connect`, not `disconnect`).
+    wanted: bool,
+    discard_my_data: bool,
+    conn: ConnState,
+    repl: ReplState,
+    /// Counts connections, so completions of a lost connection are not answered.
+    gen: u64,
+    role: Option<Role>,
+    disk: Option<DiskState>,
+    bitmap_uuid: u64,
+    bitmap: Bitmap,
+    hello: Option<Hello>,
+    their_bitmap: Option<Bitmap>,
+    // Sending application writes.
+    seq: u64,
+    epoch: u64,
+    epoch_writes: u32,
+    /// (epoch, first block, count) of writes whose epoch the peer has not confirmed.
+    transfer_log: Vec<(u64, u64, u64)>,
+    /// seq → request id, for writes waiting for this peer's ack.
+    awaiting: HashMap<u64, u64>,
+    /// seq → (block, count) of my writes the peer has not acked (dual-primary
+    /// conflict detection).
+    unacked: HashMap<u64, (u64, u64)>,
+    // Receiving writes.
+    peer_writes: u32,
+    barrier_pending: Option<u64>,
+    barrier_flushing: bool,
+    // Resync as source.
+    resync_cursor: u64,
+    resync_reading: HashSet<u64>,
+    resync_dirtied: HashSet<u64>,
+    resync_sent: HashSet<u64>,
+    // Resync as target.
+    resync_writes: u32,
+    sync_done: Option<u64>,
+}
+
+impl Peer {
+    fn handshake_done(&self) -> bool {
+        self.conn == ConnState::Connected && self.repl != ReplState::Off
+    }
+}
+
+#[derive(Debug)]
+struct PendingPromotion {
+    id: u64,
+    tid: u64,
+    force: bool,
+    waiting: Vec<usize>,
+}
+
+/// One resource on one node. See the module documentation for the rules.
+#[derive(Debug)]
+pub struct Resource {
+    config: Config,
+    role: Role,
+    disk: DiskState,
+    current: u64,
+    history: [u64; 2],
+    crashed_primary: bool,
+    peers: Vec<Peer>,
+    /// Activity log, least recently used first.
+    activity_log: VecDeque<u64>,
+    requests: HashMap<u64, Request>,
+    ops: HashMap<u64, Op>,
+    next_token: u64,
+    /// Local disk writes in flight, per block.
+    writes_in_flight: BTreeMap<u64, u32>,
+    /// Local disk writes waiting for an overlapping one to finish.
+    deferred_writes: VecDeque<(u64, u64, Vec<u8>)>,
+    /// Application writes waiting for a handshake or an activity-log slot.
+    blocked_writes: VecDeque<(u64, u64, Vec<u8>)>,
+    promotion: Option<PendingPromotion>,
+    next_tid: u64,
+    rng: u64,
+    out: Vec<Action>,
+}
+
+impl Resource {
+    /// Brings a resource up from its meta-data (after `create-md`, a clean `down`
+    /// or a crash). `seed` feeds the generator of new UUIDs.
+    pub fn open(config: Config, meta: Meta, seed: u64) -> (Resource, Vec<Action>) {
+        let peers = config
+            .peers
+            .iter()
+            .map(|&id| {
+                let stored = meta.peers.iter().find(|p| p.node_id == id);
+                Peer {
+                    id,
+                    wanted: false,
+                    discard_my_data: false,
+                    conn: ConnState::StandAlone,
+                    repl: ReplState::Off,
+                    gen: 0,
+                    role: None,
+                    disk: None,
+                    bitmap_uuid: stored.map_or(0, |p| p.bitmap_uuid),
+                    bitmap: stored
+                        .map(|p| Bitmap::from_words(config.blocks, p.bitmap.words().to_vec()))
+                        .unwrap_or_else(|| Bitmap::new(config.blocks)),
+                    hello: None,
+                    their_bitmap: None,
+                    seq: 0,
+                    epoch: 1,
+                    epoch_writes: 0,
+                    transfer_log: Vec::new(),
+                    awaiting: HashMap::new(),
+                    unacked: HashMap::new(),
+                    peer_writes: 0,
+                    barrier_pending: None,
+                    barrier_flushing: false,
+                    resync_cursor: 0,
+                    resync_reading: HashSet::new(),
+                    resync_dirtied: HashSet::new(),
+                    resync_sent: HashSet::new(),
+                    resync_writes: 0,
+                    sync_done: None,
+                }
+            })
+            .collect();
+        let mut resource = Resource {
+            role: Role::Secondary,
+            disk: if meta.disk == DiskState::Diskless {
+                DiskState::Inconsistent
+            } else {
+                meta.disk
+            },
+            current: meta.current,
+            history: meta.history,
+            crashed_primary: meta.primary,
+            peers,
+            activity_log: VecDeque::new(),
+            requests: HashMap::new(),
+            ops: HashMap::new(),
+            next_token: 1,
+            writes_in_flight: BTreeMap::new(),
+            deferred_writes: VecDeque::new(),
+            blocked_writes: VecDeque::new(),
+            promotion: None,
+            next_tid: 1,
+            rng: seed | 1,
+            out: Vec::new(),
+            config,
+        };
+        // Whatever the log names may differ from the peers: mark it, then the log
+        // can start empty.
+        for extent in &meta.activity_log {
+            let first = extent * resource.config.al_extent_blocks;
+            for peer in &mut resource.peers {
+                peer.bitmap
+                    .set_range(first, resource.config.al_extent_blocks);
+            }
+        }
+        if !meta.activity_log.is_empty() {
+            resource.persist();
+        }
+        let actions = std::mem::take(&mut resource.out);
+        (resource, actions)
+    }
+
+    /// Handles one event; returns what the host must do, in order.
+    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        match event {
+            Event::Admin { id, command } => self.admin(id, command),
+            Event::Write { id, block, data } => self.app_write(id, block, data),
+            Event::Read { id, block, count } => self.app_read(id, block, count),
+            Event::Flush { id } => self.app_flush(id),
+            Event::DiskDone { token, result } => self.disk_done(token, result),
+            Event::Connected { peer } => self.connected(peer),
+            Event::Disconnected { peer } => {
+                if let Some(p) = self.peer_index(peer) {
+                    if self.peers[p].conn != ConnState::StandAlone {
+                        self.lost_connection(p);
+                    }
+                }
+            }
+            Event::Received { peer, message } => {
+                if let Some(p) = self.peer_index(peer) {
+                    if self.peers[p].conn == ConnState::Connected {
+                        self.received(p, message);
+                    }
+                }
+            }
+            Event::Tick => {
+                self.close_epochs();
+                for p in 0..self.peers.len() {
+                    self.pump_resync(p);
+                }
+            }
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- what the host and the status display read -----
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn disk(&self) -> DiskState {
+        self.disk
+    }
+
+    pub fn current_uuid(&self) -> u64 {
+        self.current
+    }
+
+    pub fn conn_state(&self, peer: NodeId) -> Option<ConnState> {
+        self.peer_index(peer).map(|p| self.peers[p].conn)
+    }
+
+    pub fn repl_state(&self, peer: NodeId) -> Option<ReplState> {
+        self.peer_index(peer).map(|p| self.peers[p].repl)
+    }
+
+    pub fn peer_role(&self, peer: NodeId) -> Option<Role> {
+        self.peer_index(peer).and_then(|p| self.peers[p].role)
+    }
+
+    pub fn peer_disk(&self, peer: NodeId) -> Option<DiskState> {
+        self.peer_index(peer).and_then(|p| self.peers[p].disk)
+    }
+
+    /// Blocks out of sync with a peer (what resync still has to copy).
+    pub fn out_of_sync(&self, peer: NodeId) -> Option<u64> {
+        self.peer_index(peer).map(|p| self.peers[p].bitmap.count())
+    }
+
+    /// No request, disk action or resync under way.
+    pub fn is_idle(&self) -> bool {
+        self.requests.is_empty()
+            && self.ops.is_empty()
+            && self.blocked_writes.is_empty()
+            && self.deferred_writes.is_empty()
+    }
+
+    /// Internal queues, for diagnostics.
+    pub fn debug_state(&self) -> String {
+        let waits: Vec<String> = self
+            .requests
+            .iter()
+            .map(|(id, r)| {
+                format!(
+                    "{id}:{}{:?}",
+                    if r.local_done { "done" } else { "local" },
+                    r.waiting
+                )
+            })
+            .collect();
+        format!(
+            "requests [{}] ops {} blocked {} deferred {} al {:?} tl {:?}",
+            waits.join(" "),
+            self.ops.len(),
+            self.blocked_writes.len(),
+            self.deferred_writes.len(),
+            self.activity_log,
+            self.peers
+                .iter()
+                .map(|p| p.transfer_log.len())
+                .collect::<Vec<_>>()
+        )
+    }
+
+    pub fn meta(&self) -> Meta {
+        Meta {
+            current: self.current,
+            history: self.history,
+            disk: self.disk,
+            primary: self.role == Role::Primary || self.crashed_primary,
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerMeta {
+                    node_id: p.id,
+                    bitmap_uuid: p.bitmap_uuid,
+                    bitmap: p.bitmap.clone(),
+                })
+                .collect(),
+            activity_log: self.activity_log.iter().copied().collect(),
+        }
+    }
+
+    // ----- administration -----
+
+    fn admin(&mut self, id: u64, command: Admin) {
+        let result = match command {
+            Admin::Primary { force } => return self.promote(id, force),
+            Admin::Secondary => self.demote(),
+            Admin::Connect {
+                peer,
+                discard_my_data,
+            } => match self.peer_index(peer) {
+                None => Err(AdminError::UnknownPeer),
+                Some(p) => {
+                    let peer = &mut self.peers[p];
+                    peer.wanted = true;
+                    peer.discard_my_data = discard_my_data;
+                    if peer.conn == ConnState::StandAlone {
+                        peer.conn = ConnState::Connecting;
+                        let id = peer.id;
+                        self.out.push(Action::Connect { peer: id });
+                    }
+                    Ok(())
+                }
+            },
+            Admin::Disconnect { peer } => match self.peer_index(peer) {
+                None => Err(AdminError::UnknownPeer),
+                Some(p) => {
+                    self.peers[p].wanted = false;
+                    if self.peers[p].conn != ConnState::StandAlone {
+                        self.out.push(Action::Disconnect { peer });
+                        self.lost_connection(p);
+                    }
+                    Ok(())
+                }
+            },
+        };
+        self.out.push(Action::AdminDone { id, result });
+    }
+
+    fn promote(&mut self, id: u64, force: bool) {
+        let refuse = |this: &mut Resource, error| {
+            this.out.push(Action::AdminDone {
+                id,
+                result: Err(error),
+            })
+        };
+        if self.role == Role::Primary {
+            return self.out.push(Action::AdminDone { id, result: Ok(()) });
+        }
+        if self.promotion.is_some() {
+            return refuse(self, AdminError::PromotionPending);
+        }
+        if self
+            .peers
+            .iter()
+            .any(|p| p.conn == ConnState::Connected && p.repl == ReplState::Off)
+        {
+            return refuse(self, AdminError::Handshaking);
+        }
+        let syncing_from_peer = self.peers.iter().any(|p| p.repl == ReplState::SyncTarget);
+        if syncing_from_peer || (self.disk != DiskState::UpToDate && !force) {
+            return refuse(self, AdminError::NoUpToDateData);
+        }
+        if !self.config.allow_two_primaries
+            && self
+                .peers
+                .iter()
+                .any(|p| p.handshake_done() && p.role == Some(Role::Primary))
+        {
+            return refuse(self, AdminError::PeerIsPrimary);
+        }
+        let waiting: Vec<usize> = (0..self.peers.len())
+            .filter(|&p| self.peers[p].handshake_done())
+            .collect();
+        if waiting.is_empty() {
+            self.do_promote(force);
+            return self.out.push(Action::AdminDone { id, result: Ok(()) });
+        }
+        // Ask every connected peer first: a two-phase state change.
+        let tid = self.next_tid;
+        self.next_tid += 1;
+        for &p in &waiting {
+            let peer = self.peers[p].id;
+            self.out.push(Action::Send {
+                peer,
+                message: Message::PromoteRequest { tid },
+            });
+        }
+        self.promotion = Some(PendingPromotion {
+            id,
+            tid,
+            force,
+            waiting,
+        });
+    }
+
+    fn do_promote(&mut self, force: bool) {
+        if self.disk != DiskState::UpToDate {
+            // --force: this disk's data become the truth, as a new generation.
+            self.disk = DiskState::UpToDate;
+            if self.current != JUST_CREATED {
+                self.history = [self.current, self.history[0]];
+            }
+            self.current = self.new_uuid();
+            for p in 0..self.peers.len() {
+                let peer = &mut self.peers[p];
+                if peer.handshake_done() && peer.disk != Some(DiskState::UpToDate) {
+                    peer.bitmap.set_all();
+                    peer.repl = ReplState::SyncSource;
+                    let (id, blocks) = (peer.id, peer.bitmap.count());
+                    self.out.push(Action::Send {
+                        peer: id,
+                        message: Message::SyncStart { full: true },
+                    });
+                    self.out.push(Action::Note(Note::SyncStarted {
+                        peer: id,
+                        source: true,
+                        blocks,
+                    }));
+                }
+            }
+        } else {
+            debug_assert!(!force || self.disk == DiskState::UpToDate);
+        }
+        // Writing without some peer starts a new generation for that peer.
+        if self.peers.iter().any(|p| !p.handshake_done()) {
+            self.new_generation();
+        }
+        self.role = Role::Primary;
+        self.persist();
+        self.broadcast_state();
+        self.drain_blocked();
+    }
+
+    fn demote(&mut self) -> Result<(), AdminError> {
+        if self.role == Role::Secondary {
+            return Ok(());
+        }
+        if !self.requests.is_empty() || !self.blocked_writes.is_empty() {
+            return Err(AdminError::Busy);
+        }
+        self.role = Role::Secondary;
+        self.crashed_primary = false;
+        self.persist();
+        self.broadcast_state();
+        Ok(())
+    }
+
+    /// A Primary goes on without some peer: the current UUID becomes that peer's
+    /// bitmap UUID (once per divergence) and a new current UUID is made; peers that
+    /// are in sync take the new UUID too.
+    fn new_generation(&mut self) {
+        if self.current == JUST_CREATED || self.disk != DiskState::UpToDate {
+            return;
+        }
+        let needs = self
+            .peers
+            .iter()
+            .any(|p| !p.handshake_done() && p.bitmap_uuid == 0);
+        if !needs {
+            return;
+        }
+        let old = self.current;
+        for peer in &mut self.peers {
+            if !peer.handshake_done() && peer.bitmap_uuid == 0 {
+                peer.bitmap_uuid = old;
+            }
+        }
+        self.current = self.new_uuid();
+        // Connected peers in sync with us share the generation: tell them.
+        // (Resync targets learn it from SyncDone.)
+        let current = self.current;
+        for p in 0..self.peers.len() {
+            let peer = &self.peers[p];
+            if peer.handshake_done()
+                && peer.repl == ReplState::Established
+                && peer.disk == Some(DiskState::UpToDate)
+            {
+                let id = peer.id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::SyncDone { current },
+                });
+            }
+        }
+    }
+
+    fn new_uuid(&mut self) -> u64 {
+        loop {
+            // xorshift64*: deterministic for a seed, which the simulation needs.
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            let uuid = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) & !1;
+            if uuid > JUST_CREATED && uuid != self.current && !self.history.contains(&uuid) {
+                return uuid;
+            }
+        }
+    }
+
+    fn broadcast_state(&mut self) {
+        let (role, disk) = (self.role, self.disk);
+        for p in 0..self.peers.len() {
+            if self.peers[p].handshake_done() {
+                let peer = self.peers[p].id;
+                self.out.push(Action::Send {
+                    peer,
+                    message: Message::State { role, disk },
+                });
+            }
+        }
+    }
+
+    // ----- application I/O -----
+
+    fn check_range(&self, block: u64, count: u64) -> bool {
+        count > 0
+            && block
+                .checked_add(count)
+                .is_some_and(|end| end <= self.config.blocks)
+    }
+
+    fn app_write(&mut self, id: u64, block: u64, data: Vec<u8>) {
+        if self.role != Role::Primary {
+            return self.complete(id, Err(IoError::NotPrimary));
+        }
+        if self.disk != DiskState::UpToDate {
+            return self.complete(id, Err(IoError::NoUpToDateData));
+        }
+        if !data.len().is_multiple_of(BLOCK_SIZE)
+            || !self.check_range(block, (data.len() / BLOCK_SIZE) as u64)
+        {
+            return self.complete(id, Err(IoError::OutOfRange));
+        }
+        self.blocked_writes.push_back((id, block, data));
+        self.drain_blocked();
+    }
+
+    /// Starts blocked application writes, in order, as far as possible.
+    fn drain_blocked(&mut self) {
+        // Writes wait while a peer is exchanging UUIDs and bitmaps: the bitmap it
+        // was sent must stay true.
+        if self
+            .peers
+            .iter()
+            .any(|p| p.conn == ConnState::Connected && p.repl == ReplState::Off)
+        {
+            return;
+        }
+        while let Some((id, block, data)) = self.blocked_writes.pop_front() {
+            if self.role != Role::Primary || self.disk != DiskState::UpToDate {
+                self.complete(id, Err(IoError::NotPrimary));
+                continue;
+            }
+            let count = (data.len() / BLOCK_SIZE) as u64;
+            if !self.activity_log_admit(block, count) {
+                self.blocked_writes.push_front((id, block, data));
+                return;
+            }
+            self.start_write(id, block, data, count);
+        }
+    }
+
+    /// Makes sure the extents of a write are in the activity log, persisting the
+    /// log if it changes. False if no slot can be freed now.
+    fn activity_log_admit(&mut self, block: u64, count: u64) -> bool {
+        let size = self.config.al_extent_blocks;
+        let first = block / size;
+        let last = (block + count - 1) / size;
+        let missing: Vec<u64> = (first..=last)
+            .filter(|e| !self.activity_log.contains(e))
+            .collect();
+        let free = self
+            .config
+            .al_extents
+            .saturating_sub(self.activity_log.len());
+        if missing.len() > free {
+            // Evict idle extents, least recently used first: no local write in
+            // flight and no write a peer has not confirmed.
+            let mut need = missing.len() - free;
+            let mut keep = VecDeque::new();
+            while let Some(extent) = self.activity_log.pop_front() {
+                if need > 0 && (first..=last).all(|e| e != extent) && self.extent_idle(extent) {
+                    need -= 1;
+                } else {
+                    keep.push_back(extent);
+                }
+            }
+            self.activity_log = keep;
+            if need > 0 {
+                return false;
+            }
+        }
+        for e in first..=last {
+            if let Some(pos) = self.activity_log.iter().position(|x| *x == e) {
+                self.activity_log.remove(pos);
+            }
+            self.activity_log.push_back(e);
+        }
+        if !missing.is_empty() {
+            self.persist();
+        }
+        true
+    }
+
+    fn extent_idle(&self, extent: u64) -> bool {
+        let size = self.config.al_extent_blocks;
+        let (start, end) = (extent * size, (extent + 1) * size);
+        let overlaps = |b: u64, c: u64| b < end && b + c > start;
+        self.writes_in_flight.range(start..end).next().is_none()
+            && !self
+                .deferred_writes
+                .iter()
+                .any(|(_, b, d)| overlaps(*b, (d.len() / BLOCK_SIZE) as u64))
+            && !self.ops.values().any(
+                |op| matches!(op, Op::AppWrite { block, count, .. } if overlaps(*block, *count)),
+            )
+            && !self
+                .peers
+                .iter()
+                .any(|p| p.transfer_log.iter().any(|(_, b, c)| overlaps(*b, *c)))
+    }
+
+    fn start_write(&mut self, id: u64, block: u64, data: Vec<u8>, count: u64) {
+        let mut waiting = Vec::new();
+        for p in 0..self.peers.len() {
+            let protocol = self.config.protocol;
+            let peer = &mut self.peers[p];
+            let sends =
+                peer.handshake_done() && peer.disk.is_some_and(|d| d != DiskState::Diskless);
+            if !sends {
+                peer.bitmap.set_range(block, count);
+                continue;
+            }
+            peer.seq += 1;
+            let seq = peer.seq;
+            for b in block..block + count {
+                if peer.resync_reading.contains(&b) {
+                    peer.resync_dirtied.insert(b);
+                }
+            }
+            peer.transfer_log.push((peer.epoch, block, count));
+            peer.epoch_writes += 1;
+            if protocol != Protocol::A {
+                peer.awaiting.insert(seq, id);
+                waiting.push(Wait::Ack { peer: p, seq });
+            }
+            if self.config.allow_two_primaries {
+                peer.unacked.insert(seq, (block, count));
+            }
+            let message = Message::Data {
+                seq,
+                epoch: peer.epoch,
+                block,
+                data: data.clone(),
+            };
+            let peer_id = peer.id;
+            self.out.push(Action::Send {
+                peer: peer_id,
+                message,
+            });
+        }
+        self.requests.insert(
+            id,
+            Request {
+                local_done: false,
+                local_failed: false,
+                waiting,
+            },
+        );
+        let token = self.token(Op::AppWrite { id, block, count });
+        self.submit_write(token, block, data);
+        if self
+            .peers
+            .iter()
+            .any(|p| p.epoch_writes >= self.config.epoch_writes)
+        {
+            self.close_epochs();
+        }
+    }
+
+    fn app_read(&mut self, id: u64, block: u64, count: u64) {
+        if self.role != Role::Primary {
+            return self.complete(id, Err(IoError::NotPrimary));
+        }
+        if self.disk != DiskState::UpToDate {
+            return self.complete(id, Err(IoError::NoUpToDateData));
+        }
+        if !self.check_range(block, count) {
+            return self.complete(id, Err(IoError::OutOfRange));
+        }
+        let token = self.token(Op::AppRead { id });
+        self.out.push(Action::DiskRead {
+            token,
+            block,
+            count,
+        });
+    }
+
+    fn app_flush(&mut self, id: u64) {
+        if self.role != Role::Primary {
+            return self.complete(id, Err(IoError::NotPrimary));
+        }
+        // Every write completed so far must reach stable storage here and on each
+        // connected peer: close the epochs and wait for the barrier acks.
+        self.close_epochs();
+        let waiting: Vec<Wait> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.handshake_done())
+            .filter_map(|(i, p)| {
+                let epoch = p.transfer_log.iter().map(|(e, _, _)| *e).max()?;
+                Some(Wait::Barrier { peer: i, epoch })
+            })
+            .collect();
+        self.requests.insert(
+            id,
+            Request {
+                local_done: false,
+                local_failed: false,
+                waiting,
+            },
+        );
+        let token = self.token(Op::AppFlush { id });
+        self.out.push(Action::DiskFlush { token });
+    }
+
+    /// Sends a barrier to every connected peer whose epoch holds writes.
+    fn close_epochs(&mut self) {
+        for p in 0..self.peers.len() {
+            let peer = &mut self.peers[p];
+            if peer.handshake_done() && peer.epoch_writes > 0 {
+                let epoch = peer.epoch;
+                peer.epoch += 1;
+                peer.epoch_writes = 0;
+                let id = peer.id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::Barrier { epoch },
+                });
+            }
+        }
+    }
+
+    fn complete(&mut self, id: u64, result: Result<Option<Vec<u8>>, IoError>) {
+        self.out.push(Action::Complete { id, result });
+    }
+
+    fn try_complete(&mut self, id: u64) {
+        let done = self
+            .requests
+            .get(&id)
+            .is_some_and(|r| r.local_done && r.waiting.is_empty());
+        if done {
+            let request = self.requests.remove(&id).expect("checked");
+            let result = if request.local_failed {
+                Err(IoError::Disk)
+            } else {
+                Ok(None)
+            };
+            self.complete(id, result);
+        }
+    }
+
+    // ----- the local disk -----
+
+    fn token(&mut self, op: Op) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.ops.insert(token, op);
+        token
+    }
+
+    fn overlaps_in_flight(&self, block: u64, count: u64) -> bool {
+        self.writes_in_flight
+            .range(block..block + count)
+            .next()
+            .is_some()
+    }
+
+    /// Issues a local write, or queues it behind an overlapping one.
+    fn submit_write(&mut self, token: u64, block: u64, data: Vec<u8>) {
+        let count = (data.len() / BLOCK_SIZE) as u64;
+        let queued_overlap = self
+            .deferred_writes
+            .iter()
+            .any(|(_, b, d)| *b < block + count && b + (d.len() / BLOCK_SIZE) as u64 > block);
+        if self.overlaps_in_flight(block, count) || queued_overlap {
+            self.deferred_writes.push_back((token, block, data));
+            return;
+        }
+        self.issue_write(token, block, data);
+    }
+
+    fn issue_write(&mut self, token: u64, block: u64, data: Vec<u8>) {
+        let count = (data.len() / BLOCK_SIZE) as u64;
+        for b in block..block + count {
+            *self.writes_in_flight.entry(b).or_insert(0) += 1;
+        }
+        self.out.push(Action::DiskWrite { token, block, data });
+    }
+
+    fn write_finished(&mut self, block: u64, count: u64) {
+        for b in block..block + count {
+            if let Some(n) = self.writes_in_flight.get_mut(&b) {
+                *n -= 1;
+                if *n == 0 {
+                    self.writes_in_flight.remove(&b);
+                }
+            }
+        }
+        // Start deferred writes that no longer overlap anything before them.
+        let mut still = VecDeque::new();
+        while let Some((token, b, data)) = self.deferred_writes.pop_front() {
+            let c = (data.len() / BLOCK_SIZE) as u64;
+            let blocked_by_earlier = still.iter().any(|(_, eb, ed): &(u64, u64, Vec<u8>)| {
+                *eb < b + c && eb + (ed.len() / BLOCK_SIZE) as u64 > b
+            });
+            if blocked_by_earlier || self.overlaps_in_flight(b, c) {
+                still.push_back((token, b, data));
+            } else {
+                self.issue_write(token, b, data);
+            }
+        }
+        self.deferred_writes = still;
+    }
+
+    fn disk_done(&mut self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+        let Some(op) = self.ops.remove(&token) else {
+            return;
+        };
+        let ok = result.is_ok();
+        match op {
+            Op::AppWrite { id, block, count } => {
+                self.write_finished(block, count);
+                if let Some(r) = self.requests.get_mut(&id) {
+                    r.local_done = true;
+                    r.local_failed = !ok;
+                }
+                self.try_complete(id);
+                self.after_local_write();
+            }
+            Op::AppRead { id } => {
+                let result = result.map_err(|_| IoError::Disk);
+                self.complete(id, result);
+            }
+            Op::AppFlush { id } => {
+                if let Some(r) = self.requests.get_mut(&id) {
+                    r.local_done = true;
+                    r.local_failed = !ok;
+                }
+                self.try_complete(id);
+            }
+            Op::PeerWrite {
+                peer,
+                gen,
+                seq,
+                block,
+                count,
+            } => {
+                self.write_finished(block, count);
+                let p = &mut self.peers[peer];
+                p.peer_writes -= 1;
+                if p.gen == gen && p.conn == ConnState::Connected {
+                    if !ok {
+                        // The block is not here: it is out of sync with the peer.
+                        p.bitmap.set_range(block, count);
+                    }
+                    if self.config.protocol == Protocol::C {
+                        let id = p.id;
+                        self.out.push(Action::Send {
+                            peer: id,
+                            message: Message::WriteAck { seq },
+                        });
+                    }
+                }
+                // Also after a write of an earlier connection: a barrier of this
+                // one may have been waiting for it.
+                self.maybe_flush_for_barrier(peer);
+                self.after_local_write();
+            }
+            Op::ResyncRead { peer, gen, block } => {
+                let p = &mut self.peers[peer];
+                if p.gen != gen || p.repl != ReplState::SyncSource {
+                    return;
+                }
+                p.resync_reading.remove(&block);
+                if p.resync_dirtied.remove(&block) || !ok {
+                    // An application write overtook the read: read again later.
+                    self.pump_resync(peer);
+                    return;
+                }
+                p.resync_sent.insert(block);
+                let data = result.ok().flatten().unwrap_or_default();
+                let id = p.id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::ResyncData { block, data },
+                });
+                self.pump_resync(peer);
+            }
+            Op::ResyncWrite { peer, gen, block } => {
+                self.write_finished(block, 1);
+                let p = &mut self.peers[peer];
+                p.resync_writes -= 1;
+                if p.gen == gen && p.conn == ConnState::Connected && ok {
+                    p.bitmap.clear(block);
+                    let id = p.id;
+                    self.out.push(Action::Send {
+                        peer: id,
+                        message: Message::ResyncAck { block },
+                    });
+                }
+                self.maybe_finish_target(peer);
+                self.after_local_write();
+            }
+            Op::BarrierFlush { peer, gen, epoch } => {
+                let p = &mut self.peers[peer];
+                p.barrier_flushing = false;
+                if p.gen == gen && p.conn == ConnState::Connected && ok {
+                    let id = p.id;
+                    self.out.push(Action::Send {
+                        peer: id,
+                        message: Message::BarrierAck { epoch },
+                    });
+                }
+                self.maybe_flush_for_barrier(peer);
+            }
+            Op::SyncDoneFlush { peer, gen, current } => {
+                let p = &self.peers[peer];
+                if p.gen != gen
+                    || p.conn != ConnState::Connected
+                    || p.repl != ReplState::SyncTarget
+                    || !ok
+                {
+                    return;
+                }
+                self.finish_target(peer, current);
+            }
+        }
+    }
+
+    /// After a local write: blocked work may go on.
+    fn after_local_write(&mut self) {
+        self.drain_blocked();
+        for p in 0..self.peers.len() {
+            if self.peers[p].repl == ReplState::SyncSource {
+                self.pump_resync(p);
+            }
+        }
+    }
+
+    fn persist(&mut self) {
+        let meta = self.meta();
+        self.out.push(Action::PersistMeta(meta));
+    }
+
+    // ----- connections -----
+
+    fn peer_index(&self, peer: NodeId) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == peer)
+    }
+
+    fn connected(&mut self, peer: NodeId) {
+        let Some(p) = self.peer_index(peer) else {
+            return;
+        };
+        if !self.peers[p].wanted {
+            self.out.push(Action::Disconnect { peer });
+            return;
+        }
+        if self.peers[p].conn == ConnState::Connected {
+            return;
+        }
+        let hello = Hello {
+            node_id: self.config.node_id,
+            blocks: self.config.blocks,
+            role: self.role,
+            disk: self.disk,
+            protocol: self.config.protocol,
+            allow_two_primaries: self.config.allow_two_primaries,
+            crashed_primary: self.crashed_primary,
+            discard_my_data: self.peers[p].discard_my_data,
+            current: self.current,
+            bitmap: self.peers[p].bitmap_uuid,
+            history: self.history,
+        };
+        let state = &mut self.peers[p];
+        state.conn = ConnState::Connected;
+        state.repl = ReplState::Off;
+        state.gen += 1;
+        state.hello = None;
+        state.their_bitmap = None;
+        let words = state.bitmap.words().to_vec();
+        self.out.push(Action::Send {
+            peer,
+            message: Message::Hello(hello),
+        });
+        self.out.push(Action::Send {
+            peer,
+            message: Message::Bitmap { words },
+        });
+    }
+
+    /// The connection to peer `p` is gone (or we dropped it).
+    fn lost_connection(&mut self, p: usize) {
+        let was_in_sync_primary = self.role == Role::Primary && self.peers[p].handshake_done();
+        let peer = &mut self.peers[p];
+        // Writes the peer has not confirmed as stable may be lost there.
+        for (_, block, count) in peer.transfer_log.drain(..) {
+            peer.bitmap.set_range(block, count);
+        }
+        let awaiting: Vec<u64> = peer.awaiting.drain().map(|(_, id)| id).collect();
+        peer.unacked.clear();
+        peer.conn = if peer.wanted {
+            ConnState::Connecting
+        } else {
+            ConnState::StandAlone
+        };
+        peer.repl = ReplState::Off;
+        peer.role = None;
+        peer.disk = None;
+        peer.hello = None;
+        peer.their_bitmap = None;
+        peer.barrier_pending = None;
+        peer.resync_reading.clear();
+        peer.resync_dirtied.clear();
+        peer.resync_sent.clear();
+        peer.sync_done = None;
+        peer.epoch_writes = 0;
+        peer.epoch += 1;
+        let (wanted, id) = (peer.wanted, peer.id);
+        for request in self.requests.values_mut() {
+            request.waiting.retain(|w| w.peer() != p);
+        }
+        for rid in awaiting {
+            self.try_complete(rid);
+        }
+        let flush_ids: Vec<u64> = self.requests.keys().copied().collect();
+        for rid in flush_ids {
+            self.try_complete(rid);
+        }
+        if let Some(promotion) = &mut self.promotion {
+            promotion.waiting.retain(|q| *q != p);
+            if promotion.waiting.is_empty() {
+                let promotion = self.promotion.take().expect("present");
+                self.do_promote(promotion.force);
+                self.out.push(Action::AdminDone {
+                    id: promotion.id,
+                    result: Ok(()),
+                });
+            }
+        }
+        if was_in_sync_primary {
+            self.new_generation();
+        }
+        self.persist();
+        if wanted {
+            self.out.push(Action::Connect { peer: id });
+        }
+        self.drain_blocked();
+    }
+
+    /// Drops a connection for a reason; `stay_away` stops reconnecting.
+    fn drop_connection(&mut self, p: usize, note: Note, stay_away: bool) {
+        self.out.push(Action::Note(note));
+        if stay_away {
+            self.peers[p].wanted = false;
+        }
+        let id = self.peers[p].id;
+        self.out.push(Action::Disconnect { peer: id });
+        self.lost_connection(p);
+        if !stay_away {
+            self.peers[p].conn = ConnState::Connecting;
+            self.out.push(Action::Connect { peer: id });
+        }
+    }
+
+    fn protocol_error(&mut self, p: usize, reason: String) {
+        let peer = self.peers[p].id;
+        self.drop_connection(p, Note::ProtocolError { peer, reason }, false);
+    }
+
+    fn received(&mut self, p: usize, message: Message) {
+        let handshaking = self.peers[p].repl == ReplState::Off;
+        match message {
+            Message::Hello(hello) => {
+                if !handshaking || self.peers[p].hello.is_some() {
+                    return self.protocol_error(p, "a second Hello".into());
+                }
+                let peer = self.peers[p].id;
+                let refuse = |reason: String| Note::Refused { peer, reason };
+                if hello.node_id != peer {
+                    return self.protocol_error(
+                        p,
+                        format!(
+                            "Hello from node {} on node {peer}'s connection",
+                            hello.node_id
+                        ),
+                    );
+                }
+                if hello.blocks != self.config.blocks {
+                    let note = refuse(format!(
+                        "the peer's disk has {} blocks, this one {}",
+                        hello.blocks, self.config.blocks
+                    ));
+                    return self.drop_connection(p, note, true);
+                }
+                if hello.protocol != self.config.protocol
+                    || hello.allow_two_primaries != self.config.allow_two_primaries
+                {
+                    let note = refuse(
+                        "the peer's net options (protocol, allow-two-primaries) differ".into(),
+                    );
+                    return self.drop_connection(p, note, true);
+                }
+                self.peers[p].hello = Some(hello);
+                self.maybe_decide(p);
+            }
+            Message::Bitmap { words } => {
+                if !handshaking || self.peers[p].their_bitmap.is_some() {
+                    return self.protocol_error(p, "a second Bitmap".into());
+                }
+                if words.len() != self.peers[p].bitmap.words().len() {
+                    return self.protocol_error(p, format!("a bitmap of {} words", words.len()));
+                }
+                self.peers[p].their_bitmap = Some(Bitmap::from_words(self.config.blocks, words));
+                self.maybe_decide(p);
+            }
+            _ if handshaking => {
+                self.protocol_error(p, "a message before the handshake ended".into())
+            }
+            Message::State { role, disk } => {
+                if role == Role::Primary
+                    && self.role == Role::Primary
+                    && !self.config.allow_two_primaries
+                {
+                    return self.protocol_error(p, "the peer became Primary too".into());
+                }
+                let peer = &mut self.peers[p];
+                peer.role = Some(role);
+                peer.disk = Some(disk);
+            }
+            Message::PromoteRequest { tid } => {
+                let me_first = self
+                    .promotion
+                    .as_ref()
+                    .is_some_and(|_| self.config.node_id < self.peers[p].id);
+                let granted =
+                    self.config.allow_two_primaries || !(self.role == Role::Primary || me_first);
+                let id = self.peers[p].id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::PromoteReply { tid, granted },
+                });
+            }
+            Message::PromoteReply { tid, granted } => {
+                let Some(promotion) = &mut self.promotion else {
+                    return;
+                };
+                if promotion.tid != tid {
+                    return;
+                }
+                if !granted {
+                    let promotion = self.promotion.take().expect("present");
+                    return self.out.push(Action::AdminDone {
+                        id: promotion.id,
+                        result: Err(AdminError::PeerIsPrimary),
+                    });
+                }
+                promotion.waiting.retain(|q| *q != p);
+                if promotion.waiting.is_empty() {
+                    let promotion = self.promotion.take().expect("present");
+                    self.do_promote(promotion.force);
+                    self.out.push(Action::AdminDone {
+                        id: promotion.id,
+                        result: Ok(()),
+                    });
+                }
+            }
+            Message::Data {
+                seq,
+                epoch: _,
+                block,
+                data,
+            } => self.peer_data(p, seq, block, data),
+            Message::RecvAck { seq } | Message::WriteAck { seq } => {
+                let peer = &mut self.peers[p];
+                peer.unacked.remove(&seq);
+                if let Some(id) = peer.awaiting.remove(&seq) {
+                    if let Some(r) = self.requests.get_mut(&id) {
+                        r.waiting.retain(|w| *w != Wait::Ack { peer: p, seq });
+                    }
+                    self.try_complete(id);
+                }
+            }
+            Message::Barrier { epoch } => {
+                let peer = &mut self.peers[p];
+                peer.barrier_pending = Some(peer.barrier_pending.map_or(epoch, |e| e.max(epoch)));
+                self.maybe_flush_for_barrier(p);
+            }
+            Message::BarrierAck { epoch } => {
+                self.peers[p].transfer_log.retain(|(e, _, _)| *e > epoch);
+                let ids: Vec<u64> = self.requests.keys().copied().collect();
+                for id in ids {
+                    if let Some(r) = self.requests.get_mut(&id) {
+                        r.waiting.retain(|w| !matches!(*w, Wait::Barrier { peer, epoch: e } if peer == p && e <= epoch));
+                    }
+                    self.try_complete(id);
+                }
+                self.drain_blocked();
+            }
+            Message::SyncStart { full } => {
+                if self.role == Role::Primary {
+                    return self
+                        .protocol_error(p, "asked to become sync target while Primary".into());
+                }
+                self.start_target(p, full);
+            }
+            Message::ResyncData { block, data } => {
+                if self.peers[p].repl != ReplState::SyncTarget || block >= self.config.blocks {
+                    return self.protocol_error(
+                        p,
+                        format!("resync data for block {block} outside a resync"),
+                    );
+                }
+                let gen = self.peers[p].gen;
+                self.peers[p].resync_writes += 1;
+                let token = self.token(Op::ResyncWrite {
+                    peer: p,
+                    gen,
+                    block,
+                });
+                self.submit_write(token, block, data);
+            }
+            Message::ResyncAck { block } => {
+                let peer = &mut self.peers[p];
+                if peer.resync_sent.remove(&block) {
+                    peer.bitmap.clear(block);
+                }
+                self.pump_resync(p);
+            }
+            Message::SyncDone { current } => {
+                if self.peers[p].repl == ReplState::SyncTarget {
+                    self.peers[p].sync_done = Some(current);
+                    self.maybe_finish_target(p);
+                } else if self.peers[p].repl == ReplState::Established
+                    && self.disk == DiskState::UpToDate
+                    && current != self.current
+                {
+                    // A peer in sync with us started a new generation.
+                    self.history = [self.current, self.history[0]];
+                    self.current = current;
+                    self.persist();
+                }
+            }
+        }
+    }
+
+    /// The receiving side of a replicated write.
+    fn peer_data(&mut self, p: usize, seq: u64, block: u64, data: Vec<u8>) {
+        let count = (data.len() / BLOCK_SIZE) as u64;
+        if !self.check_range(block, count) {
+            return self.protocol_error(
+                p,
+                format!("a write to blocks {block}+{count} beyond the device"),
+            );
+        }
+        if self.role == Role::Primary && !self.config.allow_two_primaries {
+            return self.protocol_error(p, "a write from a peer while Primary".into());
+        }
+        let peer_id = self.peers[p].id;
+        if self.config.protocol == Protocol::B {
+            self.out.push(Action::Send {
+                peer: peer_id,
+                message: Message::RecvAck { seq },
+            });
+        }
+        // Dual primaries writing the same block at once: the lower node id's data
+        // wins on both sides.
+        let conflict = self.peers[p]
+            .unacked
+            .values()
+            .any(|(b, c)| *b < block + count && b + c > block);
+        if conflict {
+            self.out.push(Action::Note(Note::ConcurrentWrite {
+                peer: peer_id,
+                block,
+            }));
+            if self.config.node_id < peer_id {
+                if self.config.protocol == Protocol::C {
+                    self.out.push(Action::Send {
+                        peer: peer_id,
+                        message: Message::WriteAck { seq },
+                    });
+                }
+                return;
+            }
+        }
+        let gen = self.peers[p].gen;
+        self.peers[p].peer_writes += 1;
+        let token = self.token(Op::PeerWrite {
+            peer: p,
+            gen,
+            seq,
+            block,
+            count,
+        });
+        self.submit_write(token, block, data);
+    }
+
+    fn maybe_flush_for_barrier(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        if peer.conn != ConnState::Connected || peer.barrier_flushing || peer.peer_writes > 0 {
+            return;
+        }
+        let Some(epoch) = peer.barrier_pending.take() else {
+            return;
+        };
+        peer.barrier_flushing = true;
+        let gen = peer.gen;
+        let token = self.token(Op::BarrierFlush {
+            peer: p,
+            gen,
+            epoch,
+        });
+        self.out.push(Action::DiskFlush { token });
+    }
+
+    // ----- the handshake and resync -----
+
+    fn maybe_decide(&mut self, p: usize) {
+        let peer = &self.peers[p];
+        let (Some(hello), Some(theirs)) = (peer.hello.clone(), peer.their_bitmap.clone()) else {
+            return;
+        };
+        let id = peer.id;
+        let me = HandshakeUuids {
+            node_id: self.config.node_id,
+            current: self.current,
+            bitmap: peer.bitmap_uuid,
+            history: self.history,
+            crashed_primary: self.crashed_primary,
+            discard_my_data: peer.discard_my_data,
+        };
+        let them = HandshakeUuids {
+            node_id: hello.node_id,
+            current: hello.current,
+            bitmap: hello.bitmap,
+            history: hello.history,
+            crashed_primary: hello.crashed_primary,
+            discard_my_data: hello.discard_my_data,
+        };
+        let decision = uuids::decide(&me, &them);
+        if decision == SyncDecision::SplitBrain {
+            return self.drop_connection(p, Note::SplitBrain { peer: id }, true);
+        }
+        if hello.role == Role::Primary
+            && self.role == Role::Primary
+            && !self.config.allow_two_primaries
+        {
+            let note = Note::Refused {
+                peer: id,
+                reason: "both nodes are Primary".into(),
+            };
+            return self.drop_connection(p, note, true);
+        }
+        let peer = &mut self.peers[p];
+        peer.role = Some(hello.role);
+        peer.disk = Some(hello.disk);
+        peer.discard_my_data = false;
+        match decision {
+            SyncDecision::NoSync => {
+                peer.repl = ReplState::Established;
+            }
+            SyncDecision::SourceBitmap | SyncDecision::SourceFull => {
+                if self.disk != DiskState::UpToDate {
+                    let note = Note::Refused {
+                        peer: id,
+                        reason: "this node should be sync source but has no UpToDate data".into(),
+                    };
+                    return self.drop_connection(p, note, true);
+                }
+                if decision == SyncDecision::SourceFull {
+                    peer.bitmap.set_all();
+                }
+                peer.bitmap.merge(&theirs);
+                peer.repl = ReplState::SyncSource;
+                peer.resync_cursor = 0;
+                let blocks = peer.bitmap.count();
+                self.out.push(Action::Note(Note::SyncStarted {
+                    peer: id,
+                    source: true,
+                    blocks,
+                }));
+                self.persist();
+                self.pump_resync(p);
+            }
+            SyncDecision::TargetBitmap | SyncDecision::TargetFull => {
+                if self.role == Role::Primary {
+                    let note = Note::Refused {
+                        peer: id,
+                        reason: "this Primary would have to become sync target".into(),
+                    };
+                    return self.drop_connection(p, note, true);
+                }
+                self.peers[p].bitmap.merge(&theirs);
+                self.start_target(p, decision == SyncDecision::TargetFull);
+            }
+            SyncDecision::SplitBrain => {
+                return self.drop_connection(p, Note::SplitBrain { peer: id }, true);
+            }
+            SyncDecision::Unrelated | SyncDecision::BothDiscard => {
+                return self.drop_connection(p, Note::UnrelatedData { peer: id }, true);
+            }
+        }
+        self.drain_blocked();
+    }
+
+    fn start_target(&mut self, p: usize, full: bool) {
+        let peer = &mut self.peers[p];
+        if full {
+            peer.bitmap.set_all();
+        }
+        peer.repl = ReplState::SyncTarget;
+        peer.sync_done = None;
+        let (id, blocks) = (peer.id, peer.bitmap.count());
+        self.disk = DiskState::Inconsistent;
+        self.out.push(Action::Note(Note::SyncStarted {
+            peer: id,
+            source: false,
+            blocks,
+        }));
+        self.persist();
+    }
+
+    /// Keeps up to `resync_window` resync reads in flight; finishes the resync when
+    /// the bitmap is clear.
+    fn pump_resync(&mut self, p: usize) {
+        if self.peers[p].repl != ReplState::SyncSource || !self.peers[p].handshake_done() {
+            return;
+        }
+        let mut wrapped = false;
+        while self.peers[p].resync_reading.len() + self.peers[p].resync_sent.len()
+            < self.config.resync_window
+        {
+            let peer = &self.peers[p];
+            let mut candidate = peer.bitmap.next_set(peer.resync_cursor);
+            while let Some(block) = candidate {
+                let busy = peer.resync_reading.contains(&block)
+                    || peer.resync_sent.contains(&block)
+                    || self.writes_in_flight.contains_key(&block)
+                    || self
+                        .deferred_writes
+                        .iter()
+                        .any(|(_, b, d)| *b <= block && block < b + (d.len() / BLOCK_SIZE) as u64);
+                if !busy {
+                    break;
+                }
+                candidate = peer.bitmap.next_set(block + 1);
+            }
+            match candidate {
+                Some(block) => {
+                    let gen = self.peers[p].gen;
+                    self.peers[p].resync_cursor = block + 1;
+                    self.peers[p].resync_reading.insert(block);
+                    let token = self.token(Op::ResyncRead {
+                        peer: p,
+                        gen,
+                        block,
+                    });
+                    self.out.push(Action::DiskRead {
+                        token,
+                        block,
+                        count: 1,
+                    });
+                }
+                None if !wrapped => {
+                    wrapped = true;
+                    self.peers[p].resync_cursor = 0;
+                }
+                None => break,
+            }
+        }
+        let peer = &self.peers[p];
+        if peer.bitmap.is_clear() && peer.resync_reading.is_empty() && peer.resync_sent.is_empty() {
+            self.finish_source(p);
+        }
+    }
+
+    fn finish_source(&mut self, p: usize) {
+        let current = self.current;
+        let peer = &mut self.peers[p];
+        peer.repl = ReplState::Established;
+        peer.disk = Some(DiskState::UpToDate);
+        if peer.bitmap_uuid != 0 {
+            self.history = [peer.bitmap_uuid, self.history[0]];
+            peer.bitmap_uuid = 0;
+        }
+        let id = peer.id;
+        if self.peers.iter().all(|q| q.repl != ReplState::SyncSource) {
+            self.crashed_primary = false;
+        }
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::SyncDone { current },
+        });
+        self.out.push(Action::Note(Note::SyncFinished { peer: id }));
+        self.persist();
+    }
+
+    fn maybe_finish_target(&mut self, p: usize) {
+        let peer = &self.peers[p];
+        if peer.conn != ConnState::Connected || peer.repl != ReplState::SyncTarget {
+            return;
+        }
+        let Some(current) = peer.sync_done else {
+            return;
+        };
+        if peer.resync_writes > 0 {
+            return;
+        }
+        // Everything copied must be stable before this disk calls itself UpToDate.
+        let gen = peer.gen;
+        self.peers[p].sync_done = None;
+        let token = self.token(Op::SyncDoneFlush {
+            peer: p,
+            gen,
+            current,
+        });
+        self.out.push(Action::DiskFlush { token });
+    }
+
+    fn finish_target(&mut self, p: usize, current: u64) {
+        if self.current != current && self.current != JUST_CREATED {
+            self.history = [self.current, self.history[0]];
+        }
+        self.current = current;
+        self.disk = DiskState::UpToDate;
+        self.crashed_primary = false;
+        let peer = &mut self.peers[p];
+        peer.bitmap_uuid = 0;
+        peer.bitmap.clear_all();
+        peer.repl = ReplState::Established;
+        let id = peer.id;
+        self.out.push(Action::Note(Note::SyncFinished { peer: id }));
+        self.persist();
+        self.broadcast_state();
+    }
+}

@@ -1,0 +1,984 @@
+//! Deterministic simulation of a replicated resource on two nodes.
+//!
+//! One thread, one seeded RNG. The network is a FIFO stream per connection with
+//! random delays, broken at random (everything in flight is lost) and partitioned
+//! at random; disks complete I/O in random order and lose unflushed writes when
+//! their node crashes; nodes crash and come back from their persisted meta-data.
+//! Every message goes through the wire codec.
+//!
+//! Invariants, checked as the run goes and at its end:
+//! - two connected nodes are never both Primary (single-primary runs);
+//! - protocol C: after the Primary crashes, a Secondary that was in sync with it is
+//!   promoted and holds every write the Primary acknowledged (failover);
+//! - nothing acknowledged before a completed flush is ever lost, whatever crashes;
+//! - once faults stop, the nodes reconnect, resync, and hold identical data;
+//! - dual-primary runs replicate both sides' writes; concurrent writes to one block
+//!   from both sides are reported, and only reported blocks may differ;
+//! - the engine never panics.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use replication::message::{decode, encode};
+use replication::{
+    Action, Admin, Config, ConnState, Event, Meta, Note, Protocol, ReplState, Resource, Role,
+    BLOCK_SIZE,
+};
+
+const BLOCKS: u64 = 96;
+
+/// A small, fast, seedable generator (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// A disk whose writes sit in a volatile cache until flushed.
+#[derive(Default)]
+struct SimDisk {
+    durable: HashMap<u64, u64>,
+    /// (completion order, block, tag)
+    volatile: Vec<(u64, u64, u64)>,
+    completions: u64,
+    meta: Option<Meta>,
+}
+
+impl SimDisk {
+    fn read(&self, block: u64) -> u64 {
+        self.volatile
+            .iter()
+            .rev()
+            .find(|(_, b, _)| *b == block)
+            .map(|(_, _, t)| *t)
+            .or_else(|| self.durable.get(&block).copied())
+            .unwrap_or(0)
+    }
+    fn write(&mut self, block: u64, tag: u64) {
+        self.completions += 1;
+        self.volatile.push((self.completions, block, tag));
+    }
+    /// Makes everything completed before `mark` durable.
+    fn flush(&mut self, mark: u64) {
+        let (old, new): (Vec<_>, Vec<_>) =
+            self.volatile.drain(..).partition(|(c, _, _)| *c <= mark);
+        for (_, b, t) in old {
+            self.durable.insert(b, t);
+        }
+        self.volatile = new;
+    }
+    fn crash(&mut self, rng: &mut Rng) {
+        // Each unflushed write may or may not have reached the platter.
+        for (_, b, t) in std::mem::take(&mut self.volatile) {
+            if rng.chance(500) {
+                self.durable.insert(b, t);
+            }
+        }
+    }
+}
+
+fn block_data(tag: u64) -> Vec<u8> {
+    let mut data = vec![0u8; BLOCK_SIZE];
+    data[..8].copy_from_slice(&tag.to_le_bytes());
+    data
+}
+
+fn tag_of(data: &[u8]) -> u64 {
+    u64::from_le_bytes(data[..8].try_into().unwrap())
+}
+
+enum DiskOp {
+    Write { block: u64, data: Vec<u8> },
+    Read { block: u64, count: u64 },
+    Flush { mark: u64 },
+}
+
+struct Node {
+    engine: Option<Resource>,
+    disk: SimDisk,
+    disk_ops: Vec<(u64, DiskOp)>,
+    /// Peers the engine wants to be connected to.
+    wants: HashSet<u8>,
+    /// Application requests in flight: id → (blocks and tags written, or a flush).
+    app: HashMap<u64, AppRequest>,
+    admin_results: Vec<(u64, bool)>,
+}
+
+#[derive(Clone)]
+enum AppRequest {
+    Write(Vec<(u64, u64)>),
+    Flush,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Protocol C, one Primary, crashes and failover.
+    Failover,
+    /// Protocol A/B/C, one Primary, network faults and Secondary crashes.
+    Protocols,
+    /// A partition with both sides Primary, then split-brain recovery.
+    SplitBrain,
+    /// Both Primary, writing the same blocks at once.
+    DualPrimary,
+}
+
+/// Per block: the last acknowledged tag and the tags still in flight.
+#[derive(Default, Clone)]
+struct BlockModel {
+    acked: u64,
+    pending: Vec<u64>,
+    /// The tag a completed flush made durable, and every tag issued to the block
+    /// since that flush began.
+    flushed: u64,
+    since_flush: Vec<u64>,
+}
+
+struct Sim {
+    rng: Rng,
+    mode: Mode,
+    seed: u64,
+    config: Config,
+    nodes: Vec<Node>,
+    /// Live connections (a < b), with their two FIFO message streams.
+    links: BTreeMap<(u8, u8), [VecDeque<Vec<u8>>; 2]>,
+    partitioned: bool,
+    model: Vec<BlockModel>,
+    next_id: u64,
+    next_tag: u64,
+    /// Tags of writes in flight when a flush was issued: flush id → snapshot.
+    flush_snapshots: HashMap<u64, Vec<u64>>,
+    crashes: u32,
+    notes: Vec<Note>,
+    trace: Vec<String>,
+}
+
+impl Sim {
+    fn new(seed: u64, mode: Mode) -> Sim {
+        let mut rng = Rng(seed);
+        let protocol = match mode {
+            Mode::Protocols => [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize],
+            _ => Protocol::C,
+        };
+        let mut config = Config::new(0, vec![1], BLOCKS);
+        config.protocol = protocol;
+        config.allow_two_primaries = mode == Mode::DualPrimary;
+        config.al_extent_blocks = 8;
+        config.al_extents = 3 + rng.below(4) as usize;
+        config.resync_window = 1 + rng.below(8) as usize;
+        config.epoch_writes = 1 + rng.below(6) as u32;
+        let mut sim = Sim {
+            rng,
+            mode,
+            seed,
+            config,
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            partitioned: false,
+            model: vec![BlockModel::default(); BLOCKS as usize],
+            next_id: 1,
+            next_tag: 1,
+            flush_snapshots: HashMap::new(),
+            crashes: 0,
+            notes: Vec::new(),
+            trace: Vec::new(),
+        };
+        for id in 0..2u8 {
+            let config = sim.config_for(id);
+            let meta = Meta::fresh(&config);
+            sim.nodes.push(Node {
+                engine: None,
+                disk: SimDisk {
+                    meta: Some(meta),
+                    ..SimDisk::default()
+                },
+                disk_ops: Vec::new(),
+                wants: HashSet::new(),
+                app: HashMap::new(),
+                admin_results: Vec::new(),
+            });
+            sim.start(id);
+        }
+        sim
+    }
+
+    fn config_for(&self, id: u8) -> Config {
+        let mut config = self.config.clone();
+        config.node_id = id;
+        config.peers = vec![1 - id];
+        config
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let tail: Vec<&String> = self.trace.iter().rev().take(60).collect();
+        let states: Vec<String> = (0..2u8)
+            .map(|i| {
+                let n = &self.nodes[i as usize];
+                match &n.engine {
+                    None => format!("node {i}: down"),
+                    Some(e) => format!(
+                        "node {i}: {:?} {:?} uuid {:#x} conn {:?} repl {:?} peer {:?}/{:?} oos {:?} idle {} app {} disk_ops {} wants {:?}",
+                        e.role(), e.disk(), e.current_uuid(), e.conn_state(1 - i), e.repl_state(1 - i),
+                        e.peer_role(1 - i), e.peer_disk(1 - i), e.out_of_sync(1 - i), e.is_idle(),
+                        n.app.len(), n.disk_ops.len(), n.wants
+                    ) + "\n    " + &e.debug_state(),
+                }
+            })
+            .collect();
+        if let Ok(path) = std::env::var("SIM_TRACE") {
+            let _ = std::fs::write(path, self.trace.join("\n"));
+        }
+        panic!(
+            "seed {} mode {:?}: {what}\n{}\nlast events (newest first):\n{}",
+            self.seed,
+            self.mode as u8,
+            states.join("\n"),
+            tail.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    /// `drbdadm up`: open from the persisted meta-data and connect.
+    fn start(&mut self, id: u8) {
+        let config = self.config_for(id);
+        let meta = self.nodes[id as usize]
+            .disk
+            .meta
+            .clone()
+            .expect("meta-data");
+        let seed = self.rng.next();
+        let (engine, actions) = Resource::open(config, meta, seed);
+        self.nodes[id as usize].engine = Some(engine);
+        self.apply(id, actions);
+        self.admin(
+            id,
+            Admin::Connect {
+                peer: 1 - id,
+                discard_my_data: false,
+            },
+        );
+    }
+
+    fn admin(&mut self, id: u8, command: Admin) -> u64 {
+        let rid = self.next_id;
+        self.next_id += 1;
+        self.trace.push(format!("node {id}: admin {command:?}"));
+        self.event(id, Event::Admin { id: rid, command });
+        rid
+    }
+
+    /// Steps (without faults) until an administrative command is answered.
+    fn wait_admin(&mut self, id: u8, rid: u64) -> bool {
+        for _ in 0..10_000 {
+            if let Some(ok) = self.admin_result(id, rid) {
+                return ok;
+            }
+            self.step(false);
+        }
+        self.fail(&format!("node {id}: admin {rid} never answered"));
+    }
+
+    fn admin_result(&mut self, id: u8, rid: u64) -> Option<bool> {
+        let results = &mut self.nodes[id as usize].admin_results;
+        let at = results.iter().position(|(r, _)| *r == rid)?;
+        Some(results.remove(at).1)
+    }
+
+    fn event(&mut self, id: u8, event: Event) {
+        let Some(engine) = self.nodes[id as usize].engine.as_mut() else {
+            return;
+        };
+        let actions = engine.handle(event);
+        self.apply(id, actions);
+    }
+
+    fn apply(&mut self, id: u8, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::DiskWrite { token, block, data } => self.nodes[id as usize]
+                    .disk_ops
+                    .push((token, DiskOp::Write { block, data })),
+                Action::DiskRead {
+                    token,
+                    block,
+                    count,
+                } => self.nodes[id as usize]
+                    .disk_ops
+                    .push((token, DiskOp::Read { block, count })),
+                Action::DiskFlush { token } => {
+                    let mark = self.nodes[id as usize].disk.completions;
+                    self.nodes[id as usize]
+                        .disk_ops
+                        .push((token, DiskOp::Flush { mark }))
+                }
+                Action::PersistMeta(meta) => {
+                    // Meta-data live on the same disk, written with a cache flush:
+                    // every write completed before is stable too.
+                    let disk = &mut self.nodes[id as usize].disk;
+                    let mark = disk.completions;
+                    disk.flush(mark);
+                    disk.meta = Some(meta);
+                }
+                Action::Send { peer, message } => {
+                    let key = (id.min(peer), id.max(peer));
+                    let dir = usize::from(id > peer);
+                    if let Some(streams) = self.links.get_mut(&key) {
+                        let mut bytes = Vec::new();
+                        encode(&message, &mut bytes);
+                        streams[dir].push_back(bytes);
+                    }
+                }
+                Action::Connect { peer } => {
+                    self.nodes[id as usize].wants.insert(peer);
+                }
+                Action::Disconnect { peer } => {
+                    self.nodes[id as usize].wants.remove(&peer);
+                    self.break_link(id, peer, Some(id));
+                }
+                Action::Complete { id: rid, result } => self.app_completed(id, rid, result.is_ok()),
+                Action::AdminDone { id: rid, result } => {
+                    self.trace
+                        .push(format!("node {id}: admin {rid} -> {result:?}"));
+                    self.nodes[id as usize]
+                        .admin_results
+                        .push((rid, result.is_ok()));
+                }
+                Action::Note(note) => {
+                    self.trace.push(format!("node {id}: {note:?}"));
+                    self.notes.push(note);
+                }
+            }
+        }
+    }
+
+    fn break_link(&mut self, a: u8, b: u8, initiator: Option<u8>) {
+        let key = (a.min(b), a.max(b));
+        if self.links.remove(&key).is_some() {
+            self.trace.push(format!("link {a}-{b} broken"));
+            for (node, peer) in [(a, b), (b, a)] {
+                if Some(node) != initiator {
+                    self.event(node, Event::Disconnected { peer });
+                }
+            }
+        }
+    }
+
+    /// Connects nodes that both want it, when the network allows.
+    fn make_links(&mut self) {
+        if self.partitioned {
+            return;
+        }
+        let (a, b) = (0u8, 1u8);
+        let both_up = self.nodes.iter().all(|n| n.engine.is_some());
+        if both_up
+            && !self.links.contains_key(&(a, b))
+            && self.nodes[0].wants.contains(&b)
+            && self.nodes[1].wants.contains(&a)
+        {
+            self.links
+                .insert((a, b), [VecDeque::new(), VecDeque::new()]);
+            self.trace.push("link 0-1 up".into());
+            self.event(a, Event::Connected { peer: b });
+            self.event(b, Event::Connected { peer: a });
+        }
+    }
+
+    fn app_completed(&mut self, id: u8, rid: u64, ok: bool) {
+        self.trace
+            .push(format!("node {id}: app {rid} completed ok={ok}"));
+        let Some(request) = self.nodes[id as usize].app.remove(&rid) else {
+            self.fail(&format!("node {id} completed unknown request {rid}"));
+        };
+        match request {
+            AppRequest::Write(blocks) => {
+                for (block, tag) in blocks {
+                    let model = &mut self.model[block as usize];
+                    // Requests may complete out of issue order (when a peer goes
+                    // away, all waiting ones complete at once); the disk holds the
+                    // last issued, and tags grow with issue order.
+                    if ok && tag >> 8 > model.acked >> 8 {
+                        model.acked = tag;
+                    }
+                    if ok {
+                        model.pending.retain(|t| *t != tag);
+                    }
+                }
+            }
+            AppRequest::Flush => {
+                let snapshot = self.flush_snapshots.remove(&rid).unwrap_or_default();
+                if ok {
+                    for (block, model) in self.model.iter_mut().enumerate() {
+                        // What was acknowledged when the flush was issued is durable.
+                        let acked_then = snapshot[block];
+                        // Flushes may complete out of order: durability only grows.
+                        if acked_then >> 8 > model.flushed >> 8 {
+                            model.flushed = acked_then;
+                            // Tags issued after the flush began stay allowed.
+                            if let Some(pos) =
+                                model.since_flush.iter().position(|t| *t == acked_then)
+                            {
+                                model.since_flush.drain(..=pos);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn primaries(&self) -> Vec<u8> {
+        (0..2u8)
+            .filter(|&i| {
+                self.nodes[i as usize]
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| e.role() == Role::Primary)
+            })
+            .collect()
+    }
+
+    fn app_io(&mut self, id: u8) {
+        if self.nodes[id as usize].app.len() >= 8 {
+            return;
+        }
+        let rid = self.next_id;
+        self.next_id += 1;
+        if self.rng.chance(100) {
+            self.flush_snapshots
+                .insert(rid, self.model.iter().map(|m| m.acked).collect());
+            self.trace.push(format!("node {id}: app flush {rid}"));
+            self.nodes[id as usize].app.insert(rid, AppRequest::Flush);
+            self.event(id, Event::Flush { id: rid });
+            return;
+        }
+        let count = if self.mode == Mode::DualPrimary {
+            1
+        } else {
+            1 + self.rng.below(3)
+        };
+        let block = if self.mode == Mode::DualPrimary {
+            // Each Primary mostly writes its own blocks (as a cluster filesystem
+            // under its locks does), and now and then a few shared ones.
+            if self.rng.chance(100) {
+                self.rng.below(4)
+            } else {
+                4 + 2 * self.rng.below((BLOCKS - 4) / 2) + u64::from(id)
+            }
+        } else {
+            self.rng.below(BLOCKS - count)
+        };
+        let mut data = Vec::with_capacity(count as usize * BLOCK_SIZE);
+        let mut written = Vec::new();
+        for b in block..block + count {
+            let tag = self.next_tag << 8 | u64::from(id);
+            self.next_tag += 1;
+            data.extend_from_slice(&block_data(tag));
+            written.push((b, tag));
+            let model = &mut self.model[b as usize];
+            model.pending.push(tag);
+            model.since_flush.push(tag);
+        }
+        self.trace
+            .push(format!("node {id}: app write {rid} {written:x?}"));
+        self.nodes[id as usize]
+            .app
+            .insert(rid, AppRequest::Write(written));
+        self.event(
+            id,
+            Event::Write {
+                id: rid,
+                block,
+                data,
+            },
+        );
+    }
+
+    fn complete_disk_op(&mut self, id: u8) {
+        let node = &mut self.nodes[id as usize];
+        if node.disk_ops.is_empty() {
+            return;
+        }
+        let at = (self.rng.below(node.disk_ops.len() as u64)) as usize;
+        let (token, op) = node.disk_ops.swap_remove(at);
+        let result = match op {
+            DiskOp::Write { block, data } => {
+                for (i, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
+                    node.disk.write(block + i as u64, tag_of(chunk));
+                }
+                Ok(None)
+            }
+            DiskOp::Read { block, count } => {
+                let mut data = Vec::with_capacity(count as usize * BLOCK_SIZE);
+                for b in block..block + count {
+                    data.extend_from_slice(&block_data(node.disk.read(b)));
+                }
+                Ok(Some(data))
+            }
+            DiskOp::Flush { mark } => {
+                node.disk.flush(mark);
+                Ok(None)
+            }
+        };
+        self.event(id, Event::DiskDone { token, result });
+    }
+
+    fn deliver(&mut self) {
+        let keys: Vec<((u8, u8), usize)> = self
+            .links
+            .iter()
+            .flat_map(|(k, s)| (0..2).filter(|d| !s[*d].is_empty()).map(move |d| (*k, d)))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let (key, dir) = keys[self.rng.below(keys.len() as u64) as usize];
+        let bytes = self.links.get_mut(&key).unwrap()[dir].pop_front().unwrap();
+        let (message, used) = decode(&bytes).unwrap_or_else(|e| self.fail(&format!("codec: {e}")));
+        assert_eq!(used, bytes.len());
+        let (from, to) = if dir == 0 {
+            (key.0, key.1)
+        } else {
+            (key.1, key.0)
+        };
+        if matches!(
+            message,
+            replication::Message::Hello(_)
+                | replication::Message::SyncDone { .. }
+                | replication::Message::SyncStart { .. }
+        ) {
+            self.trace.push(format!("{from} -> {to}: {message:?}"));
+        }
+        self.event(
+            to,
+            Event::Received {
+                peer: from,
+                message,
+            },
+        );
+    }
+
+    fn crash(&mut self, id: u8) {
+        self.trace.push(format!("node {id} crashes"));
+        self.crashes += 1;
+        let peer = 1 - id;
+        self.break_link(id, peer, Some(id));
+        let node = &mut self.nodes[id as usize];
+        node.engine = None;
+        node.disk_ops.clear();
+        node.wants.clear();
+        node.app.clear();
+        node.admin_results.clear();
+        node.disk.crash(&mut self.rng);
+    }
+
+    fn check_roles(&self) {
+        if self.config.allow_two_primaries {
+            return;
+        }
+        let both = self.primaries().len() == 2;
+        let connected = (0..2u8).all(|i| {
+            self.nodes[i as usize]
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.repl_state(1 - i) != Some(ReplState::Off))
+        });
+        if both && connected {
+            self.fail("two connected Primaries");
+        }
+    }
+
+    /// Protocol C failover: the promoted node must hold every acknowledged write.
+    fn check_failover(&self, id: u8) {
+        let disk = &self.nodes[id as usize].disk;
+        for (block, model) in self.model.iter().enumerate() {
+            let have = disk.read(block as u64);
+            if have != model.acked && !model.pending.contains(&have) {
+                self.fail(&format!(
+                    "failover to node {id}: block {block} holds {have:#x}, acknowledged {:#x} (pending {:x?})",
+                    model.acked, model.pending
+                ));
+            }
+        }
+    }
+
+    fn step(&mut self, faults: bool) {
+        self.make_links();
+        let r = self.rng.below(100);
+        match r {
+            0..=39 => self.deliver(),
+            40..=74 => {
+                let id = self.rng.below(2) as u8;
+                self.complete_disk_op(id);
+            }
+            75..=89 if faults => {
+                let primaries = self.primaries();
+                if !primaries.is_empty() {
+                    let id = primaries[self.rng.below(primaries.len() as u64) as usize];
+                    self.app_io(id);
+                }
+            }
+            90..=94 => {
+                let id = self.rng.below(2) as u8;
+                self.event(id, Event::Tick);
+            }
+            _ if faults => self.fault(),
+            _ => {}
+        }
+        self.check_roles();
+    }
+
+    fn fault(&mut self) {
+        let r = self.rng.below(1000);
+        match self.mode {
+            Mode::Failover | Mode::Protocols => {
+                if r < 60 {
+                    self.break_link(0, 1, None);
+                } else if r < 80 {
+                    self.partitioned = !self.partitioned;
+                    if self.partitioned {
+                        self.break_link(0, 1, None);
+                    }
+                } else if r < 110 {
+                    let id = self.rng.below(2) as u8;
+                    if self.nodes[id as usize].engine.is_some() {
+                        let is_primary = self.primaries().contains(&id);
+                        let peer_in_sync =
+                            self.nodes[1 - id as usize]
+                                .engine
+                                .as_ref()
+                                .is_some_and(|e| {
+                                    e.repl_state(id) == Some(ReplState::Established)
+                                        && e.disk() == replication::DiskState::UpToDate
+                                });
+                        if self.mode == Mode::Protocols && is_primary {
+                            return;
+                        }
+                        self.crash(id);
+                        if is_primary && peer_in_sync {
+                            self.failover(1 - id);
+                        } else if is_primary {
+                            // No failover possible: what was not flushed may be gone.
+                            self.forget_unflushed();
+                        }
+                    }
+                } else if r < 300 {
+                    for id in 0..2u8 {
+                        if self.nodes[id as usize].engine.is_none() && self.rng.chance(300) {
+                            self.trace.push(format!("node {id} restarts"));
+                            self.start(id);
+                        }
+                    }
+                }
+            }
+            Mode::SplitBrain => {
+                if r < 20 && !self.partitioned {
+                    self.partitioned = true;
+                    self.break_link(0, 1, None);
+                } else if r < 40 && self.partitioned {
+                    // Both sides believe they are alone: promote the Secondary.
+                    let secondary = (0..2u8).find(|i| !self.primaries().contains(i));
+                    if let Some(s) = secondary {
+                        self.admin(s, Admin::Primary { force: false });
+                    }
+                } else if r < 50 {
+                    self.partitioned = false;
+                }
+            }
+            Mode::DualPrimary => {}
+        }
+    }
+
+    fn failover(&mut self, id: u8) {
+        let rid = self.admin(id, Admin::Primary { force: false });
+        match self.admin_result(id, rid) {
+            Some(true) => {}
+            other => self.fail(&format!(
+                "failover promotion of node {id} failed: {other:?}"
+            )),
+        }
+        self.check_failover(id);
+        // The new Primary's view is now the truth; in-flight writes of the dead
+        // Primary are gone or present, both fine.
+        for (block, model) in self.model.iter_mut().enumerate() {
+            let have = self.nodes[id as usize].disk.read(block as u64);
+            model.acked = have;
+            model.pending.clear();
+        }
+    }
+
+    /// The Primary crashed without a failover: unflushed acknowledged writes may be
+    /// lost (that is what the application's flushes are for).
+    fn forget_unflushed(&mut self) {
+        for model in &mut self.model {
+            model.pending.extend(model.since_flush.iter().copied());
+            model.pending.push(model.flushed);
+            model.pending.push(model.acked);
+            model.acked = model.flushed;
+        }
+    }
+
+    /// Stops faults, brings everything back and waits for the replicas to agree.
+    fn heal(&mut self) {
+        self.partitioned = false;
+        for id in 0..2u8 {
+            if self.nodes[id as usize].engine.is_none() {
+                self.trace.push(format!("node {id} restarts (heal)"));
+                self.start(id);
+            }
+        }
+        let mut resolved_split_brain = false;
+        for round in 0..200_000 {
+            // Split brain: the administrator discards the newer Primary's data.
+            let standalone: Vec<u8> = (0..2u8)
+                .filter(|&i| {
+                    self.nodes[i as usize]
+                        .engine
+                        .as_ref()
+                        .is_some_and(|e| e.conn_state(1 - i) == Some(ConnState::StandAlone))
+                })
+                .collect();
+            if !standalone.is_empty() {
+                if self.mode != Mode::SplitBrain || resolved_split_brain {
+                    self.fail(&format!(
+                        "nodes {standalone:?} stand alone: {:?}",
+                        self.notes.last()
+                    ));
+                }
+                let settled = (0..2usize).all(|i| {
+                    let n = &self.nodes[i];
+                    n.app.is_empty()
+                        && n.disk_ops.is_empty()
+                        && n.engine.as_ref().unwrap().is_idle()
+                });
+                if settled {
+                    resolved_split_brain = true;
+                    self.resolve_split_brain();
+                }
+            }
+            if self.converged() {
+                return self.check_converged();
+            }
+            self.step(false);
+            if round % 50 == 0 {
+                for id in 0..2u8 {
+                    self.event(id, Event::Tick);
+                }
+            }
+        }
+        self.fail("did not converge after faults stopped");
+    }
+
+    fn resolve_split_brain(&mut self) {
+        // Node 1 (promoted during the partition) gives up its data.
+        let victim = 1u8;
+        if self.primaries().contains(&victim) {
+            let rid = self.admin(victim, Admin::Secondary);
+            if self.admin_result(victim, rid) != Some(true) {
+                self.fail("the victim could not become Secondary");
+            }
+        }
+        self.admin(
+            victim,
+            Admin::Connect {
+                peer: 0,
+                discard_my_data: true,
+            },
+        );
+        self.admin(
+            0,
+            Admin::Connect {
+                peer: 1,
+                discard_my_data: false,
+            },
+        );
+        // The survivor's data are the truth.
+        for (block, model) in self.model.iter_mut().enumerate() {
+            model.acked = self.nodes[0].disk.read(block as u64);
+            model.pending.clear();
+            model.flushed = model.acked;
+            model.since_flush.clear();
+        }
+    }
+
+    fn converged(&self) -> bool {
+        self.links
+            .values()
+            .all(|s| s[0].is_empty() && s[1].is_empty())
+            && self.nodes.iter().enumerate().all(|(i, n)| {
+                let e = n.engine.as_ref().unwrap();
+                n.disk_ops.is_empty()
+                    && n.app.is_empty()
+                    && e.is_idle()
+                    && e.repl_state(1 - i as u8) == Some(ReplState::Established)
+                    && e.disk() == replication::DiskState::UpToDate
+                    && e.peer_disk(1 - i as u8) == Some(replication::DiskState::UpToDate)
+            })
+    }
+
+    fn check_converged(&self) {
+        for block in 0..BLOCKS {
+            let a = self.nodes[0].disk.read(block);
+            let b = self.nodes[1].disk.read(block);
+            if self.mode == Mode::DualPrimary {
+                // Concurrent writes to one block from both Primaries are detected
+                // and reported, not merged: a block may differ only if reported.
+                let reported = self
+                    .notes
+                    .iter()
+                    .any(|n| matches!(n, Note::ConcurrentWrite { block: b, .. } if *b == block));
+                if a != b && !reported {
+                    self.fail(&format!(
+                        "replicas differ at block {block} without a report: {a:#x} vs {b:#x}"
+                    ));
+                }
+                continue;
+            }
+            if a != b {
+                self.fail(&format!(
+                    "replicas differ at block {block}: {a:#x} vs {b:#x}"
+                ));
+            }
+            let model = &self.model[block as usize];
+            let allowed = a == model.acked
+                || model.pending.contains(&a)
+                || a == model.flushed
+                || model.since_flush.contains(&a);
+            if !allowed {
+                self.fail(&format!(
+                    "block {block} holds {a:#x}: neither acknowledged ({:#x}), in flight, nor flushed ({:#x})",
+                    model.acked, model.flushed
+                ));
+            }
+            // Without a crash of the Primary, nothing acknowledged may be missing.
+            let strict =
+                self.mode == Mode::Protocols || (self.mode == Mode::Failover && self.crashes == 0);
+            if strict && a != model.acked && !model.pending.contains(&a) {
+                self.fail(&format!(
+                    "block {block}: acknowledged {:#x} lost without a crash",
+                    model.acked
+                ));
+            }
+        }
+    }
+}
+
+/// Brings a fresh pair to a running state: node 0 forced Primary, full sync under
+/// way; in dual-primary runs node 1 is promoted once in sync.
+fn run(seed: u64, mode: Mode, steps: u32) -> Sim {
+    let mut sim = Sim::new(seed, mode);
+    // Wait for the connection and the handshake.
+    for _ in 0..10_000 {
+        if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established) {
+            break;
+        }
+        sim.step(false);
+    }
+    let rid = sim.admin(0, Admin::Primary { force: true });
+    if !sim.wait_admin(0, rid) {
+        sim.fail("primary --force failed");
+    }
+    if mode == Mode::DualPrimary {
+        for _ in 0..100_000 {
+            if sim.converged() {
+                break;
+            }
+            sim.step(false);
+        }
+        let rid = sim.admin(1, Admin::Primary { force: false });
+        if !sim.wait_admin(1, rid) {
+            sim.fail("second primary refused under allow-two-primaries");
+        }
+    }
+    for _ in 0..steps {
+        sim.step(true);
+    }
+    sim.heal();
+    sim
+}
+
+/// The seeds a test runs: `SIM_SEED=N` runs the one seed N (to replay a failure),
+/// `SIM_SEEDS=N` changes how many.
+fn seeds(base: u64, share: u64) -> std::ops::Range<u64> {
+    if let Some(one) = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        return one..one + 1;
+    }
+    let count = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) { 100 } else { 2000 });
+    base..base + count / share
+}
+
+#[test]
+fn failover_keeps_every_acknowledged_write() {
+    let mut failovers = 0;
+    for seed in seeds(0, 1) {
+        let sim = run(seed, Mode::Failover, 3000);
+        failovers += sim.crashes;
+    }
+    assert!(
+        failovers > 0,
+        "the runs crashed nothing: the test tests nothing"
+    );
+}
+
+#[test]
+fn protocols_a_b_c_converge_after_network_faults_and_secondary_crashes() {
+    for seed in seeds(1_000_000, 1) {
+        run(seed, Mode::Protocols, 3000);
+    }
+}
+
+#[test]
+fn split_brain_is_detected_and_resolved_by_discarding_one_side() {
+    let mut detected = 0;
+    for seed in seeds(2_000_000, 2) {
+        let sim = run(seed, Mode::SplitBrain, 2000);
+        detected += sim
+            .notes
+            .iter()
+            .filter(|n| matches!(n, Note::SplitBrain { .. }))
+            .count();
+    }
+    assert!(detected > 0, "no run produced a split brain");
+}
+
+#[test]
+fn dual_primaries_replicate_each_others_writes_and_report_collisions() {
+    let mut conflicts = 0;
+    for seed in seeds(3_000_000, 2) {
+        let sim = run(seed, Mode::DualPrimary, 2000);
+        conflicts += sim
+            .notes
+            .iter()
+            .filter(|n| matches!(n, Note::ConcurrentWrite { .. }))
+            .count();
+        // Blocks only one side wrote are identical everywhere.
+        for block in 4..BLOCKS {
+            assert_eq!(
+                sim.nodes[0].disk.read(block),
+                sim.nodes[1].disk.read(block),
+                "seed {seed} block {block}"
+            );
+        }
+    }
+    assert!(
+        conflicts > 0,
+        "no run wrote the same block from both sides at once"
+    );
+}
