@@ -67,7 +67,7 @@ pub const DISK_NAMES: [&str; 2] = ["sdb", "sdc"];
 
 /// The names tandem answers to, linked in `lab/bin` so a node's PATH finds them
 /// before the real tools. Only names tandem actually implements belong here.
-pub const COMPAT_NAMES: [&str; 2] = ["drbdadm", "o2cb"];
+pub const COMPAT_NAMES: [&str; 3] = ["drbdadm", "o2cb", "mkfs.ocfs2"];
 
 /// The PATH a node's commands run with: the lab's compatibility names first.
 fn node_path(bin: &Path) -> String {

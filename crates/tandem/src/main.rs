@@ -1,7 +1,7 @@
 //! `tandem`: one binary for every command-line tool of the project.
 //!
 //! Called as `tandem SUBCOMMAND ...`, or through a link named after the tool it
-//! stands in for (`drbdadm`, `o2cb`), so the seed's command lines run unchanged. The
+//! stands in for (`drbdadm`, `o2cb`, `mkfs.ocfs2`), so the seed's command lines run unchanged. The
 //! commands are thin: they parse arguments and call the crates that do the work.
 
 mod cli;
@@ -40,6 +40,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Format a device as OCFS2, as ocfs2-tools' mkfs.ocfs2 (also reachable as `mkfs.ocfs2`).
+    #[command(name = "mkfs.ocfs2", disable_help_flag = true)]
+    MkfsOcfs2 {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Offline, read-only inspection of an OCFS2 volume.
+    #[command(subcommand)]
+    Ocfs2(cli::ocfs2::Ocfs2Command),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +67,10 @@ fn main() -> ExitCode {
             args.remove(0);
             return cli::o2cb::main(args);
         }
+        "mkfs.ocfs2" => {
+            args.remove(0);
+            return cli::mkfs_ocfs2::main(args);
+        }
         _ => {}
     }
     let cli = Cli::parse_from(args);
@@ -65,5 +78,7 @@ fn main() -> ExitCode {
         Command::Lab(command) => cli::lab::main(command),
         Command::Drbdadm { args } => cli::drbdadm::main(args),
         Command::O2cb { args } => cli::o2cb::main(args),
+        Command::MkfsOcfs2 { args } => cli::mkfs_ocfs2::main(args),
+        Command::Ocfs2(command) => cli::ocfs2::main(command),
     }
 }

@@ -2,4 +2,6 @@
 
 pub mod drbdadm;
 pub mod lab;
+pub mod mkfs_ocfs2;
 pub mod o2cb;
+pub mod ocfs2;

@@ -1,0 +1,205 @@
+//! The device file itself, without a loop device: I/O, fsync → flush, the gate,
+//! and the shutdown path when a request is stuck in the device.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use blockdev::{BlockDevice, FaultyDevice, MemoryDevice};
+use fuse::{DeviceMount, OpenGate, ServeOptions};
+
+/// The tests here run one at a time: a child process spawned by one test
+/// inherits (until exec closes it) the other's open device file, and that close
+/// sends FUSE `flush`, which would make "not durable before fsync" flaky.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[test]
+fn file_io_fsync_and_gate() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let dev = Arc::new(FaultyDevice::new(MemoryDevice::new(8 << 20)));
+    let gate = OpenGate::new(true);
+    let mount =
+        DeviceMount::serve(dev.clone(), &mnt, gate.clone(), &ServeOptions::default()).unwrap();
+    // PR_SET_IO_FLUSHER needs CAP_SYS_RESOURCE, which some sandboxes drop.
+    assert_eq!(mount.io_flusher(), common::has_cap_sys_resource());
+    assert!(mount.connection().is_some());
+
+    let meta = std::fs::metadata(mount.file()).unwrap();
+    assert_eq!(meta.len(), 8 << 20);
+    let names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["device"]);
+
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mount.file())
+        .unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    file.write_all_at(&data, 12345).unwrap();
+    let mut back = vec![0; data.len()];
+    file.read_exact_at(&mut back, 12345).unwrap();
+    assert!(back == data);
+    // Not yet durable: only fsync makes it so.
+    assert!(dev.pending_writes() > 0);
+    file.sync_data().unwrap();
+    assert_eq!(dev.pending_writes(), 0);
+    let mut durable = vec![0; data.len()];
+    dev.inner().read_at(&mut durable, 12345).unwrap();
+    assert!(durable == data);
+    // Reads at the end are short; writes past it fail.
+    let mut tail = vec![0; 100];
+    assert_eq!(file.read_at(&mut tail, (8 << 20) - 10).unwrap(), 10);
+    assert!(file.write_at(&[1], 8 << 20).is_err());
+    // Punching a hole discards.
+    // SAFETY: fallocate on an open descriptor with integer arguments.
+    let rc = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            12345,
+            1000,
+        )
+    };
+    assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+    file.read_exact_at(&mut back[..1000], 12345).unwrap();
+    assert!(back[..1000].iter().all(|&b| b == 0));
+    // Truncating a device is refused.
+    assert!(file.set_len(4096).is_err());
+
+    // The gate: opens fail with EMEDIUMTYPE, and so does I/O on the handle
+    // opened before.
+    gate.refuse();
+    let err = OpenOptions::new()
+        .read(true)
+        .open(mount.file())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EMEDIUMTYPE), "{err}");
+    assert_eq!(err.to_string(), "Wrong medium type (os error 124)");
+    let err = file.read_at(&mut back, 0).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EMEDIUMTYPE));
+    assert!(file.write_at(&data, 0).is_err());
+    gate.open();
+    file.read_exact_at(&mut back, 12345 + 1000).unwrap();
+    drop(file);
+
+    let report = mount.shutdown().unwrap();
+    assert!(!report.lazy_unmount && !report.aborted, "{report:?}");
+    assert!(!common::mounted(&mnt));
+}
+
+/// A device whose reads block while `stalled`, and count how many started.
+struct StallingDevice {
+    inner: MemoryDevice,
+    stalled: Mutex<bool>,
+    wake: Condvar,
+    reads: AtomicUsize,
+}
+
+impl StallingDevice {
+    fn release(&self) {
+        *self.stalled.lock().unwrap() = false;
+        self.wake.notify_all();
+    }
+}
+
+impl BlockDevice for StallingDevice {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let guard = self.stalled.lock().unwrap();
+        // Bounded, so a failing test cannot leave a thread behind for long.
+        let _unused = self
+            .wake
+            .wait_timeout_while(guard, Duration::from_secs(30), |s| *s)
+            .unwrap();
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        self.inner.write_at(buf, offset, fua)
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+}
+
+#[test]
+fn shutdown_aborts_a_stuck_request() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let dev = Arc::new(StallingDevice {
+        inner: MemoryDevice::new(1 << 20),
+        stalled: Mutex::new(true),
+        wake: Condvar::new(),
+        reads: AtomicUsize::new(0),
+    });
+    let options = ServeOptions {
+        grace: Duration::from_millis(500),
+        ..ServeOptions::default()
+    };
+    let mount = DeviceMount::serve(dev.clone(), &mnt, OpenGate::new(true), &options).unwrap();
+    let mut reader = Command::new("timeout")
+        .args(["60", "dd", "bs=4096", "count=1", "of=/dev/null"])
+        .arg(format!("if={}", mount.file().display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while dev.reads.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "read never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The reader is now stuck in the kernel waiting on our stuck device.
+    let started = Instant::now();
+    let report = mount.shutdown().unwrap();
+    let took = started.elapsed();
+    assert!(report.lazy_unmount, "{report:?}");
+    assert!(report.aborted, "{report:?}");
+    assert!(report.threads_left, "{report:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    // The reader was released with an error, long before its timeout.
+    let status = loop {
+        if let Some(s) = reader.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "reader still stuck"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    io::Read::read_to_string(reader.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    eprintln!("reader after abort: {status}: {}", stderr.trim());
+    assert!(!status.success());
+    assert!(!common::mounted(&mnt));
+    dev.release();
+}
