@@ -24,5 +24,5 @@ mod mount;
 
 pub use fs::DeviceFs;
 pub use gate::OpenGate;
-pub use loopdev::{LoopDevice, LoopOptions};
+pub use loopdev::{backing_device, detach_number, LoopDevice, LoopOptions};
 pub use mount::{fuse_connection_of, DeviceMount, ServeOptions, ShutdownReport};

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 // linux/loop.h
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LO_FLAGS_READ_ONLY: u32 = 1;
@@ -210,15 +211,77 @@ impl LoopDevice {
 }
 
 fn open_node(path: &Path, read_only: bool) -> io::Result<File> {
-    // The node may appear a moment after LOOP_CTL_GET_FREE creates the device.
+    // The node may appear a moment after LOOP_CTL_GET_FREE creates the device;
+    // in a private /dev (a lab node) nobody creates it, so make it from sysfs.
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match OpenOptions::new().read(true).write(!read_only).open(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(10))
+                if make_node(path).is_err() {
+                    thread::sleep(Duration::from_millis(10));
+                }
             }
             other => return other,
         }
+    }
+}
+
+/// The device number (`st_dev`) of the file behind loop device `number`, read
+/// with `LOOP_GET_STATUS64` (which, unlike `stat` on the backing path, never
+/// waits on a FUSE server that stopped answering).
+pub fn backing_device(number: u32) -> io::Result<u64> {
+    let path = PathBuf::from(format!("/dev/loop{number}"));
+    if !path.exists() {
+        make_node(&path)?;
+    }
+    let dev = OpenOptions::new().read(true).open(&path)?;
+    // SAFETY: LoopInfo64 is plain old data; all-zero is a valid value.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    ioctl(
+        &dev,
+        LOOP_GET_STATUS64,
+        &mut info as *mut LoopInfo64 as libc::c_ulong,
+    )?;
+    Ok(info.lo_device)
+}
+
+/// Detaches loop device `number` (`LOOP_CLR_FD`; lazily if it is still open).
+pub fn detach_number(number: u32) -> io::Result<()> {
+    let path = PathBuf::from(format!("/dev/loop{number}"));
+    if !path.exists() {
+        make_node(&path)?;
+    }
+    let dev = OpenOptions::new().read(true).open(&path)?;
+    ioctl(&dev, LOOP_CLR_FD, 0).map(|_| ())
+}
+
+/// Creates the block device node `path` (`/dev/loopN`) with the numbers sysfs
+/// gives for `loopN`.
+pub fn make_node(path: &Path) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let numbers = fs::read_to_string(Path::new("/sys/block").join(name).join("dev"))?;
+    let (major, minor) = numbers
+        .trim()
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad sysfs dev numbers"))?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c_path is a valid NUL-terminated string for the duration of the
+    // call; mknod only reads it.
+    let rc = unsafe {
+        libc::mknod(
+            c_path.as_ptr(),
+            libc::S_IFBLK | 0o660,
+            libc::makedev(major, minor),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

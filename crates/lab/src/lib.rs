@@ -488,11 +488,37 @@ impl Lab {
         }
         let nodes = self.nodes()?;
 
-        // 1. Processes: ask, then insist. Aborting a node's FUSE connections lets a
-        //    process stuck on its own device (a loop device over a FUSE file it
-        //    serves) finish dying.
+        // 1. Processes: ask, then insist. Aborting the nodes' FUSE connections
+        //    lets a process stuck on its own device (a loop device over a FUSE
+        //    file it serves) finish dying.
         let namespaces: Vec<u64> = nodes.iter().filter_map(Node::mount_namespace_id).collect();
-        report.processes_killed = stop_processes(&namespaces);
+        let fuse_devices: Vec<(u32, u32)> = nodes
+            .iter()
+            .filter(|n| n.mount_namespace_id().is_some())
+            .flat_map(|n| self.fuse_mounts(&n.name))
+            .collect();
+        report.processes_killed = stop_processes(&namespaces, || abort_fuse(&fuse_devices));
+
+        // Loop devices the nodes' daemons attached to their FUSE files: a daemon
+        // that did not clean up (killed) leaves them behind.
+        for (device, _) in attached_loop_devices() {
+            let Some(number) = device
+                .strip_prefix("/dev/loop")
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(backing) = fuse::backing_device(number) else {
+                continue;
+            };
+            if fuse_devices
+                .iter()
+                .any(|&(major, minor)| encode_dev(major, minor) == backing)
+            {
+                fuse::detach_number(number).with_context(|| format!("detaching {device}"))?;
+                report.loop_devices_detached += 1;
+            }
+        }
 
         // 2. Namespaces: dropping the bind mounts frees them (no process is left to
         //    hold them), and with them every mount inside the node.
@@ -592,6 +618,38 @@ fn enter_namespaces(net: &Path, uts: &Path, mnt: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+impl Lab {
+    /// `(major, minor)` of the FUSE filesystems mounted inside node `name`.
+    fn fuse_mounts(&self, name: &str) -> Vec<(u32, u32)> {
+        let Ok(out) = self.output(name, &["cat", "/proc/self/mountinfo"]) else {
+            return Vec::new();
+        };
+        mountinfo::parse(&String::from_utf8_lossy(&out.stdout))
+            .into_iter()
+            .filter(|m| m.fs_type.starts_with("fuse"))
+            .filter_map(|m| {
+                let (a, b) = m.device.split_once(':')?;
+                Some((a.parse().ok()?, b.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+/// The kernel's 64-bit encoding of a device number (`huge_encode_dev`), as
+/// `LOOP_GET_STATUS64` reports the backing file's device.
+fn encode_dev(major: u32, minor: u32) -> u64 {
+    let (major, minor) = (u64::from(major), u64::from(minor));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+/// Aborts FUSE connections (their number is the mount's minor): every request
+/// waiting on a dead or stuck server fails at once.
+fn abort_fuse(devices: &[(u32, u32)]) {
+    for (_, minor) in devices {
+        let _ = fs::write(format!("/sys/fs/fuse/connections/{minor}/abort"), "1");
+    }
+}
+
 /// What `down` removed, for its report.
 #[derive(Debug, Default)]
 pub struct DownReport {
@@ -603,7 +661,7 @@ pub struct DownReport {
 
 /// Stops every process in the given mount namespaces: SIGTERM, a grace period,
 /// FUSE connections aborted, then SIGKILL. Returns how many processes there were.
-fn stop_processes(namespaces: &[u64]) -> usize {
+fn stop_processes(namespaces: &[u64], before_kill: impl FnOnce()) -> usize {
     let find = || -> Vec<i32> {
         namespaces
             .iter()
@@ -622,6 +680,7 @@ fn stop_processes(namespaces: &[u64]) -> usize {
     if wait_until(Duration::from_secs(5), || find().is_empty()) {
         return first.len();
     }
+    before_kill();
     for pid in find() {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }

@@ -7,6 +7,8 @@ use anyhow::{Context, Result};
 /// One line of mountinfo, reduced to what the lab needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// `MAJOR:MINOR` of the mounted filesystem.
+    pub device: String,
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub source: String,
@@ -29,6 +31,7 @@ pub fn parse(text: &str) -> Vec<MountEntry> {
             let mount_point = fields.get(4)?;
             let dash = fields.iter().position(|f| *f == "-")?;
             Some(MountEntry {
+                device: fields.get(2)?.to_string(),
                 mount_point: PathBuf::from(unescape(mount_point)),
                 fs_type: fields.get(dash + 1)?.to_string(),
                 source: unescape(fields.get(dash + 2)?),
@@ -71,6 +74,7 @@ mod tests {
         assert_eq!(
             mounts,
             vec![MountEntry {
+                device: "98:0".into(),
                 mount_point: PathBuf::from("/mnt x"),
                 fs_type: "ext3".into(),
                 source: "/dev/root".into(),

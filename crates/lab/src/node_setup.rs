@@ -68,6 +68,13 @@ pub fn setup_node(
         )
         .with_context(|| format!("mounting a private {dir}"))?;
     }
+    // What a booted machine has in /run (/var/lock points here; drbdmeta locks
+    // devices in it).
+    fs::create_dir("/run/lock").context("creating /run/lock")?;
+    fs::set_permissions(
+        "/run/lock",
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )?;
     private_dev(node_dir, disks)?;
     Ok(())
 }

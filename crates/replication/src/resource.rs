@@ -256,6 +256,13 @@ pub enum Note {
         peer: NodeId,
         block: u64,
     },
+    /// Both sides' generations and what was decided from them.
+    Handshake {
+        peer: NodeId,
+        mine: HandshakeUuids,
+        theirs: HandshakeUuids,
+        decision: SyncDecision,
+    },
 }
 
 /// What a disk action was for, to act on its completion.
@@ -1666,6 +1673,12 @@ impl Resource {
             discard_my_data: hello.discard_my_data,
         };
         let decision = uuids::decide(&me, &them);
+        self.out.push(Action::Note(Note::Handshake {
+            peer: id,
+            mine: me,
+            theirs: them,
+            decision,
+        }));
         if decision == SyncDecision::SplitBrain {
             return self.drop_connection(p, Note::SplitBrain { peer: id }, true);
         }
@@ -1806,7 +1819,8 @@ impl Resource {
         let current = self.current;
         let peer = &mut self.peers[p];
         peer.repl = ReplState::Established;
-        peer.disk = Some(DiskState::UpToDate);
+        // The peer's disk stays Inconsistent here until it has flushed what it
+        // received and says so (its State message).
         if peer.bitmap_uuid != 0 {
             self.history = [peer.bitmap_uuid, self.history[0]];
             peer.bitmap_uuid = 0;

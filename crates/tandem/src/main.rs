@@ -46,6 +46,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The node daemon (started by `drbdadm up`; runs until `drbdadm down` of
+    /// everything and a shutdown request).
+    Daemon,
     /// Offline, read-only inspection of an OCFS2 volume.
     #[command(subcommand)]
     Ocfs2(cli::ocfs2::Ocfs2Command),
@@ -80,5 +83,12 @@ fn main() -> ExitCode {
         Command::O2cb { args } => cli::o2cb::main(args),
         Command::MkfsOcfs2 { args } => cli::mkfs_ocfs2::main(args),
         Command::Ocfs2(command) => cli::ocfs2::main(command),
+        Command::Daemon => match node::daemon::run(&node::control::socket_path()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandemd: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

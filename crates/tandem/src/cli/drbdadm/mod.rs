@@ -1,11 +1,15 @@
 //! `drbdadm`: the DRBD administration tool's command line.
 //!
-//! Implemented so far: `dump`, and the meta-data verbs `create-md`, `dump-md`,
+//! Implemented so far: `dump`; the meta-data verbs `create-md`, `dump-md`,
 //! `show-gi`, `get-gi`, `wipe-md`, `apply-al` ([`meta`], which does in-process
-//! what drbdadm has `drbdmeta` do). The configuration file is found as drbd-utils
+//! what drbdadm has `drbdmeta` do); and the verbs served by the node daemon
+//! (`up`, `down`, `primary`, `secondary`, `connect`, `disconnect`, `status`,
+//! `role`, `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`, `attach`:
+//! [`admin`]). The configuration file is found as drbd-utils
 //! finds it (`-c FILE`, else the first of `/etc/drbd-90.conf` and `/etc/drbd.conf`
 //! that exists); "this host" is `__DRBD_NODE__` or `uname -n`.
 
+mod admin;
 mod device;
 mod meta;
 
@@ -24,9 +28,13 @@ struct Args {
     /// Configuration file to read instead of /etc/drbd.conf.
     #[arg(short = 'c', long = "config-file")]
     config_file: Option<PathBuf>,
-    /// Answer every confirmation question with yes (meta-data verbs).
+    /// Answer every confirmation question with yes (meta-data verbs); for
+    /// `primary`, become Primary without UpToDate data.
     #[arg(long)]
     force: bool,
+    /// connect: give up this node's data and take the peer's (split-brain recovery).
+    #[arg(long = "discard-my-data")]
+    discard_my_data: bool,
     /// create-md: number of peers to reserve bitmaps for (default: the peers with
     /// a disk in the configuration).
     #[arg(long = "max-peers")]
@@ -50,10 +58,21 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             };
             meta::run(verb, &config_file(&args), &args.resources, &options)
         }
+        verb @ ("up" | "down" | "adjust" | "attach" | "primary" | "secondary" | "connect"
+        | "disconnect" | "status" | "role" | "cstate" | "dstate" | "wait-connect"
+        | "wait-sync") => {
+            let options = admin::Options {
+                force: args.force,
+                discard_my_data: args.discard_my_data,
+            };
+            admin::run(verb, &config_file(&args), &args.resources, &options)
+        }
         other => {
             eprintln!(
                 "drbdadm: '{other}' is not a command tandem implements yet (implemented: dump, \
-                 create-md, dump-md, show-gi, get-gi, wipe-md, apply-al)"
+                 create-md, dump-md, show-gi, get-gi, wipe-md, apply-al, up, down, adjust, attach, \
+                 primary, secondary, connect, disconnect, status, role, cstate, dstate, \
+                 wait-connect, wait-sync)"
             );
             ExitCode::from(EXIT_UNKNOWN_COMMAND)
         }

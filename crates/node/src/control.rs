@@ -1,0 +1,104 @@
+//! The control protocol between the command-line tools and the daemon: one JSON
+//! [`Request`] line, one JSON [`Response`] line, per connection to the socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ResourceSpec;
+
+/// Where the daemon listens (inside a lab node, its private `/run`).
+pub const SOCKET: &str = "/run/tandem/tandemd.sock";
+
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("TANDEM_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(SOCKET))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    Up(ResourceSpec),
+    Down {
+        resource: String,
+    },
+    Primary {
+        resource: String,
+        force: bool,
+    },
+    Secondary {
+        resource: String,
+    },
+    Connect {
+        resource: String,
+        discard_my_data: bool,
+    },
+    Disconnect {
+        resource: String,
+    },
+    /// Status of one resource, or of all.
+    Status {
+        resource: Option<String>,
+    },
+    /// Stop the daemon (after `down` of every resource).
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Ok,
+    Status(Vec<ResourceStatus>),
+    /// A refusal: the message and drbdadm's exit code for it.
+    Error {
+        message: String,
+        code: i32,
+    },
+}
+
+/// The state `drbdadm status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    pub name: String,
+    pub role: String,
+    pub disk: String,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub node_id: u8,
+    /// StandAlone, Connecting or Connected.
+    pub connection: String,
+    /// Off, Established, SyncSource, SyncTarget.
+    pub replication: String,
+    pub role: Option<String>,
+    pub disk: Option<String>,
+    /// Blocks still out of sync with this peer.
+    pub out_of_sync: u64,
+    /// Blocks of the device.
+    pub blocks: u64,
+    /// Out-of-sync blocks when the current resync started (for `done:`).
+    pub sync_total: u64,
+}
+
+/// Sends one request to the daemon at `socket` and waits for its answer.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> std::io::Result<Response> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut line = serde_json::to_string(request).map_err(std::io::Error::other)?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    serde_json::from_str(&answer).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad answer from the daemon: {e}"),
+        )
+    })
+}

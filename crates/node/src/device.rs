@@ -1,0 +1,161 @@
+//! The resource as a block device: a [`BlockDevice`] whose requests become engine
+//! events, served through FUSE behind a loop device, and `/dev/drbdN`.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::mpsc::{self, Sender};
+
+use blockdev::BlockDevice;
+use replication::{IoError, BLOCK_SIZE};
+
+use crate::host::{HostMsg, IoRequest};
+
+/// Device I/O as engine requests: each call waits for the engine's answer.
+pub struct EngineDevice {
+    pub events: Sender<HostMsg>,
+    pub size: u64,
+}
+
+fn to_io_error(e: IoError) -> io::Error {
+    let errno = match e {
+        // DRBD's answer to I/O on a Secondary: "Wrong medium type".
+        IoError::NotPrimary => libc::EMEDIUMTYPE,
+        IoError::NoUpToDateData => libc::ENODATA,
+        IoError::OutOfRange => libc::EINVAL,
+        IoError::Disk => libc::EIO,
+    };
+    io::Error::from_raw_os_error(errno)
+}
+
+impl EngineDevice {
+    fn call(&self, request: IoRequest) -> io::Result<Option<Vec<u8>>> {
+        let (reply, answer) = mpsc::channel();
+        self.events
+            .send(HostMsg::Io { request, reply })
+            .map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+        answer
+            .recv()
+            .map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?
+            .map_err(to_io_error)
+    }
+
+    fn blocks(offset: u64, len: usize) -> io::Result<(u64, u64)> {
+        let b = BLOCK_SIZE as u64;
+        if !offset.is_multiple_of(b) || !len.is_multiple_of(BLOCK_SIZE) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        Ok((offset / b, (len / BLOCK_SIZE) as u64))
+    }
+}
+
+impl BlockDevice for EngineDevice {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (block, count) = Self::blocks(offset, buf.len())?;
+        let data = self
+            .call(IoRequest::Read { block, count })?
+            .unwrap_or_default();
+        if data.len() != buf.len() {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (block, _) = Self::blocks(offset, buf.len())?;
+        self.call(IoRequest::Write {
+            block,
+            data: buf.to_vec(),
+        })?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.call(IoRequest::Flush).map(|_| ())
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        // Replicated as zeros: the peers must read what we read.
+        let (block, count) = Self::blocks(offset, len as usize)?;
+        let chunk = 256u64;
+        let mut at = block;
+        while at < block + count {
+            let n = chunk.min(block + count - at);
+            self.call(IoRequest::Write {
+                block: at,
+                data: vec![0; n as usize * BLOCK_SIZE],
+            })?;
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `path` (`/dev/drbdN`) a block device node with the numbers of `loop_path`.
+pub fn make_device_node(path: &Path, loop_path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(loop_path)?;
+    if !meta.file_type().is_block_device() {
+        return Err(io::Error::other(format!(
+            "{} is not a block device",
+            loop_path.display()
+        )));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c_path is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::mknod(c_path.as_ptr(), libc::S_IFBLK | 0o660, meta.rdev()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Drops the kernel's cached pages of a block device (`BLKFLSBUF`): after the
+/// peer wrote through a promotion, what this node cached earlier is stale.
+pub fn drop_cached_pages(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new().read(true).open(path)?;
+    // BLKFLSBUF = _IO(0x12, 97)
+    const BLKFLSBUF: libc::c_ulong = 0x1261;
+    // SAFETY: BLKFLSBUF takes no argument; the descriptor is valid while `file`
+    // lives.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKFLSBUF, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the block device with these numbers is mounted in this mount
+/// namespace (what makes `secondary` and `down` refuse).
+pub fn is_mounted(rdev: u64) -> bool {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let wanted = format!("{major}:{minor}");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|text| {
+            text.lines()
+                .any(|l| l.split(' ').nth(2) == Some(wanted.as_str()))
+        })
+        .unwrap_or(false)
+}

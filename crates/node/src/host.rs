@@ -1,0 +1,672 @@
+//! One resource in the daemon: the engine thread and what it drives.
+//!
+//! The engine thread owns the [`replication::Resource`] and a table of
+//! connections. Everything else talks to it through one channel of [`HostMsg`]:
+//! device I/O (from the FUSE threads), disk completions (from the disk threads),
+//! connections and frames (from the transport threads), commands (from the
+//! control socket). It carries out the engine's actions in order; meta-data
+//! writes happen on the engine thread itself, because the engine requires them
+//! to be stable before anything after them.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use blockdev::{BlockDevice, FileDevice, FileDeviceOptions};
+use fuse::{DeviceMount, LoopDevice, LoopOptions, OpenGate, ServeOptions};
+use replication::message::{encode, Message, Protocol};
+use replication::{
+    Action, Admin, AdminError, Config, ConnState, Event, IoError, Note, ReplState, Resource, Role,
+    BLOCK_SIZE,
+};
+
+use crate::control::{PeerStatus, ResourceStatus};
+use crate::device::{self, EngineDevice};
+use crate::meta_store::{MetaStore, AL_EXTENT_BLOCKS};
+use crate::spec::ResourceSpec;
+use crate::transport::{Connection, PeerLink, Transport};
+
+const TICK: Duration = Duration::from_millis(100);
+const DISK_THREADS: usize = 4;
+
+pub enum IoRequest {
+    Read { block: u64, count: u64 },
+    Write { block: u64, data: Vec<u8> },
+    Flush,
+}
+
+pub type IoReply = Sender<Result<Option<Vec<u8>>, IoError>>;
+pub type AdminReply = Sender<Result<(), String>>;
+
+pub enum HostMsg {
+    Io {
+        request: IoRequest,
+        reply: IoReply,
+    },
+    Admin {
+        command: Admin,
+        reply: AdminReply,
+    },
+    DiskDone {
+        token: u64,
+        result: Result<Option<Vec<u8>>, ()>,
+    },
+    Connected {
+        peer: u8,
+        connection: Connection,
+    },
+    Frame {
+        peer: u8,
+        connection: u64,
+        message: Message,
+    },
+    Lost {
+        peer: u8,
+        connection: u64,
+    },
+    Status {
+        reply: Sender<ResourceStatus>,
+    },
+    /// Leave: persist clean meta-data if idle, and stop.
+    Down {
+        reply: Sender<Result<(), String>>,
+    },
+}
+
+enum DiskJob {
+    Write {
+        token: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Read {
+        token: u64,
+        offset: u64,
+        len: usize,
+    },
+    Flush {
+        token: u64,
+    },
+}
+
+/// A running resource, as the daemon holds it.
+pub struct ResourceHost {
+    pub spec: ResourceSpec,
+    events: Sender<HostMsg>,
+    engine: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    mount: Option<DeviceMount>,
+    loop_device: Option<LoopDevice>,
+}
+
+fn log(resource: &str, what: impl std::fmt::Display) {
+    eprintln!("tandemd: {resource}: {what}");
+}
+
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("'{text}' is not an IP:PORT address"))
+}
+
+impl ResourceHost {
+    /// `drbdadm up`: open the disk and its meta-data, start the engine, the
+    /// transport and the device.
+    pub fn start(spec: ResourceSpec) -> Result<ResourceHost, String> {
+        let name = spec.name.clone();
+        let disk = Arc::new(
+            FileDevice::open(
+                std::path::Path::new(&spec.disk),
+                &FileDeviceOptions::default(),
+            )
+            .map_err(|e| format!("{}: cannot open the backing disk: {e}", spec.disk))?,
+        );
+        let peer_ids: Vec<u8> = spec.peers.iter().map(|p| p.node_id).collect();
+        let opened = MetaStore::open(disk.clone(), spec.node_id, &peer_ids)
+            .map_err(|e| format!("{}: {e}", spec.disk))?;
+        let protocol = match spec.protocol.as_str() {
+            "A" => Protocol::A,
+            "B" => Protocol::B,
+            _ => Protocol::C,
+        };
+        let config = Config {
+            node_id: spec.node_id,
+            peers: peer_ids.clone(),
+            protocol,
+            allow_two_primaries: spec.allow_two_primaries,
+            blocks: opened.blocks,
+            al_extent_blocks: AL_EXTENT_BLOCKS,
+            al_extents: opened.al_extents,
+            resync_window: 256,
+            epoch_writes: 256,
+        };
+        let seed = random_seed();
+        let (engine, first_actions) = Resource::open(config, opened.meta, seed);
+        let (events, inbox) = mpsc::channel::<HostMsg>();
+        let stop = Arc::new(AtomicBool::new(false));
+
+        let address = parse_address(&spec.address)?;
+        let mut links = Vec::new();
+        for peer in &spec.peers {
+            links.push(Arc::new(PeerLink {
+                node_id: peer.node_id,
+                address: parse_address(&peer.address)?,
+                wanted: AtomicBool::new(false),
+                connected: AtomicBool::new(false),
+            }));
+        }
+        let transport = Arc::new(Transport {
+            resource: name.clone(),
+            node_id: spec.node_id,
+            address,
+            peers: links.clone(),
+            stop: stop.clone(),
+            events: events.clone(),
+        });
+        transport
+            .clone()
+            .start()
+            .map_err(|e| format!("listening on {}: {e}", spec.address))?;
+
+        // The device: the engine behind FUSE, a loop device, /dev/drbdN.
+        let gate = OpenGate::new(true);
+        let mountpoint = PathBuf::from(format!("/run/tandem/dev/{name}"));
+        std::fs::create_dir_all(&mountpoint)
+            .map_err(|e| format!("{}: {e}", mountpoint.display()))?;
+        let engine_device = Arc::new(EngineDevice {
+            events: events.clone(),
+            size: opened.blocks * BLOCK_SIZE as u64,
+        });
+
+        let jobs = start_disk_threads(disk.clone(), events.clone());
+        let mut state = EngineThread {
+            name: name.clone(),
+            engine,
+            store: opened.store,
+            jobs,
+            links,
+            connections: HashMap::new(),
+            io_waiting: HashMap::new(),
+            admin_waiting: HashMap::new(),
+            next_id: 1,
+            gate: gate.clone(),
+            loop_path: Arc::new(Mutex::new(None)),
+            sync_total: HashMap::new(),
+            peer_names: spec
+                .peers
+                .iter()
+                .map(|p| (p.node_id, p.name.clone()))
+                .collect(),
+            blocks: opened.blocks,
+        };
+        state.run_actions(first_actions);
+        // The loop device is attached after the engine runs (attaching reads
+        // through it); the engine learns its path through this.
+        let loop_path = state.loop_path.clone();
+        let engine = thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || state.run(inbox))
+            .map_err(|e| e.to_string())?;
+
+        let mount = DeviceMount::serve(
+            engine_device,
+            &mountpoint,
+            gate.clone(),
+            &ServeOptions::default(),
+        )
+        .map_err(|e| format!("serving the device over FUSE: {e}"))?;
+        let loop_device = LoopDevice::attach(mount.file(), &LoopOptions::default())
+            .map_err(|e| format!("attaching a loop device: {e}"))?;
+        device::make_device_node(std::path::Path::new(&spec.device), loop_device.path())
+            .map_err(|e| format!("creating {}: {e}", spec.device))?;
+        if let Ok(mut p) = loop_path.lock() {
+            *p = Some(loop_device.path().to_owned());
+        }
+        // Secondary until promoted: the device refuses I/O.
+        gate.refuse();
+
+        let host = ResourceHost {
+            spec,
+            events,
+            engine: Some(engine),
+            stop,
+            mount: Some(mount),
+            loop_device: Some(loop_device),
+        };
+        for peer in &host.spec.peers {
+            host.admin(Admin::Connect {
+                peer: peer.node_id,
+                discard_my_data: false,
+            })?;
+        }
+        Ok(host)
+    }
+
+    pub fn admin(&self, command: Admin) -> Result<(), String> {
+        let (reply, answer) = mpsc::channel();
+        self.events
+            .send(HostMsg::Admin { command, reply })
+            .map_err(|_| "the resource's engine has stopped".to_string())?;
+        answer
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "no answer from the resource's engine".to_string())?
+    }
+
+    pub fn status(&self) -> Result<ResourceStatus, String> {
+        let (reply, answer) = mpsc::channel();
+        self.events
+            .send(HostMsg::Status { reply })
+            .map_err(|_| "the resource's engine has stopped".to_string())?;
+        answer
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "no answer from the resource's engine".to_string())
+    }
+
+    fn device_in_use(&self) -> bool {
+        self.loop_device
+            .as_ref()
+            .and_then(|l| std::fs::metadata(l.path()).ok())
+            .is_some_and(|m| device::is_mounted(std::os::unix::fs::MetadataExt::rdev(&m)))
+    }
+
+    /// Refuses while the device is mounted, as DRBD refuses while it is open.
+    pub fn check_not_in_use(&self) -> Result<(), String> {
+        if self.device_in_use() {
+            return Err(format!(
+                "{}: State change failed: (-12) Device is held open by someone",
+                self.spec.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// `drbdadm down`: demote, disconnect, persist clean meta-data, tear down.
+    /// The caller checks first that the device is not in use, unless the daemon
+    /// is stopping (then the loop device goes away when its last user closes it).
+    pub fn down(mut self) {
+        let _ = self.admin(Admin::Secondary);
+        for peer in self.spec.peers.clone() {
+            let _ = self.admin(Admin::Disconnect { peer: peer.node_id });
+        }
+        if let Some(l) = self.loop_device.take() {
+            let _ = l.detach();
+        }
+        if let Some(m) = self.mount.take() {
+            let _ = m.shutdown();
+        }
+        let _ = std::fs::remove_file(&self.spec.device);
+        let (reply, answer) = mpsc::channel();
+        let _ = self.events.send(HostMsg::Down { reply });
+        let result = answer.recv_timeout(Duration::from_secs(30));
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(engine) = self.engine.take() {
+            let _ = engine.join();
+        }
+        match result {
+            Ok(Err(e)) => log(&self.spec.name, format!("down: {e}")),
+            Err(_) => log(&self.spec.name, "down: the engine did not answer"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = io::Read::read_exact(&mut f, &mut bytes);
+    }
+    u64::from_le_bytes(bytes) ^ u64::from(std::process::id())
+}
+
+fn start_disk_threads(disk: Arc<FileDevice>, events: Sender<HostMsg>) -> Sender<DiskJob> {
+    let (jobs, queue) = mpsc::channel::<DiskJob>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..DISK_THREADS {
+        let queue = queue.clone();
+        let disk = disk.clone();
+        let events = events.clone();
+        let _ = thread::Builder::new()
+            .name(format!("disk-{i}"))
+            .spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(q) => q.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                let (token, result) = match job {
+                    DiskJob::Write {
+                        token,
+                        offset,
+                        data,
+                    } => (
+                        token,
+                        disk.write_at(&data, offset, false)
+                            .map(|_| None)
+                            .map_err(|_| ()),
+                    ),
+                    DiskJob::Read { token, offset, len } => {
+                        let mut buf = vec![0u8; len];
+                        (
+                            token,
+                            disk.read_at(&mut buf, offset)
+                                .map(|_| Some(buf))
+                                .map_err(|_| ()),
+                        )
+                    }
+                    DiskJob::Flush { token } => (token, disk.flush().map(|_| None).map_err(|_| ())),
+                };
+                if events.send(HostMsg::DiskDone { token, result }).is_err() {
+                    return;
+                }
+            });
+    }
+    jobs
+}
+
+/// Everything the engine thread owns.
+struct EngineThread {
+    name: String,
+    engine: Resource,
+    store: MetaStore,
+    jobs: Sender<DiskJob>,
+    links: Vec<Arc<PeerLink>>,
+    connections: HashMap<u8, Connection>,
+    io_waiting: HashMap<u64, IoReply>,
+    admin_waiting: HashMap<u64, AdminReply>,
+    next_id: u64,
+    gate: OpenGate,
+    loop_path: Arc<Mutex<Option<PathBuf>>>,
+    /// Out-of-sync blocks when the current resync with a peer started.
+    sync_total: HashMap<u8, u64>,
+    peer_names: HashMap<u8, String>,
+    blocks: u64,
+}
+
+impl EngineThread {
+    fn run(mut self, inbox: Receiver<HostMsg>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(timeout) {
+                Ok(HostMsg::Down { reply }) => {
+                    let result = if self.engine.is_idle() {
+                        self.store
+                            .persist(&self.engine.meta(), true)
+                            .map_err(|e| format!("writing meta-data: {e}"))
+                    } else {
+                        Err("requests still in flight; meta-data left for recovery".into())
+                    };
+                    let _ = reply.send(result);
+                    return;
+                }
+                Ok(msg) => self.handle(msg),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                let actions = self.engine.handle(Event::Tick);
+                self.run_actions(actions);
+            }
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn handle(&mut self, msg: HostMsg) {
+        let role_before = self.engine.role();
+        let event = match msg {
+            HostMsg::Io { request, reply } => {
+                let id = self.id();
+                self.io_waiting.insert(id, reply);
+                match request {
+                    IoRequest::Read { block, count } => Event::Read { id, block, count },
+                    IoRequest::Write { block, data } => Event::Write { id, block, data },
+                    IoRequest::Flush => Event::Flush { id },
+                }
+            }
+            HostMsg::Admin { command, reply } => {
+                let id = self.id();
+                self.admin_waiting.insert(id, reply);
+                Event::Admin { id, command }
+            }
+            HostMsg::DiskDone { token, result } => Event::DiskDone { token, result },
+            HostMsg::Connected { peer, connection } => {
+                let wanted = self
+                    .links
+                    .iter()
+                    .any(|l| l.node_id == peer && l.wanted.load(Ordering::Relaxed));
+                if !wanted || self.connections.contains_key(&peer) {
+                    connection.close();
+                    return;
+                }
+                log(&self.name, format!("connected to {}", self.peer_name(peer)));
+                self.connections.insert(peer, connection);
+                Event::Connected { peer }
+            }
+            HostMsg::Frame {
+                peer,
+                connection,
+                message,
+            } => {
+                if self.connections.get(&peer).map(|c| c.id) != Some(connection) {
+                    return;
+                }
+                Event::Received { peer, message }
+            }
+            HostMsg::Lost { peer, connection } => {
+                if self.connections.get(&peer).map(|c| c.id) != Some(connection) {
+                    return;
+                }
+                self.connections.remove(&peer);
+                log(
+                    &self.name,
+                    format!("connection to {} lost", self.peer_name(peer)),
+                );
+                Event::Disconnected { peer }
+            }
+            HostMsg::Status { reply } => {
+                let _ = reply.send(self.status());
+                return;
+            }
+            HostMsg::Down { .. } => return,
+        };
+        let actions = self.engine.handle(event);
+        self.run_actions(actions);
+        let role_after = self.engine.role();
+        if role_after != role_before {
+            if role_after == Role::Primary {
+                self.gate.open();
+                // What this node's kernel cached while the peer was writing is stale.
+                let path = self.loop_path.lock().ok().and_then(|p| p.clone());
+                if let Some(path) = path {
+                    if let Err(e) = device::drop_cached_pages(&path) {
+                        log(
+                            &self.name,
+                            format!("dropping cached pages of {}: {e}", path.display()),
+                        );
+                    }
+                }
+            } else {
+                self.gate.refuse();
+            }
+        }
+    }
+
+    fn peer_name(&self, peer: u8) -> String {
+        self.peer_names
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| format!("node {peer}"))
+    }
+
+    fn run_actions(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::DiskWrite { token, block, data } => {
+                    let _ = self.jobs.send(DiskJob::Write {
+                        token,
+                        offset: block * BLOCK_SIZE as u64,
+                        data,
+                    });
+                }
+                Action::DiskRead {
+                    token,
+                    block,
+                    count,
+                } => {
+                    let _ = self.jobs.send(DiskJob::Read {
+                        token,
+                        offset: block * BLOCK_SIZE as u64,
+                        len: count as usize * BLOCK_SIZE,
+                    });
+                }
+                Action::DiskFlush { token } => {
+                    let _ = self.jobs.send(DiskJob::Flush { token });
+                }
+                Action::PersistMeta(meta) => {
+                    if let Err(e) = self.store.persist(&meta, false) {
+                        log(&self.name, format!("writing meta-data failed: {e}"));
+                    }
+                }
+                Action::Send { peer, message } => {
+                    if let Some(connection) = self.connections.get(&peer) {
+                        let mut frame = Vec::new();
+                        encode(&message, &mut frame);
+                        let _ = connection.writer.send(frame);
+                    }
+                }
+                Action::Connect { peer } => {
+                    if let Some(link) = self.links.iter().find(|l| l.node_id == peer) {
+                        link.wanted.store(true, Ordering::Relaxed);
+                    }
+                }
+                Action::Disconnect { peer } => {
+                    if let Some(link) = self.links.iter().find(|l| l.node_id == peer) {
+                        link.wanted.store(false, Ordering::Relaxed);
+                    }
+                    if let Some(connection) = self.connections.remove(&peer) {
+                        connection.close();
+                    }
+                }
+                Action::Complete { id, result } => {
+                    if let Some(reply) = self.io_waiting.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Action::AdminDone { id, result } => {
+                    if let Some(reply) = self.admin_waiting.remove(&id) {
+                        let _ = reply.send(result.map_err(|e| admin_message(&self.name, e)));
+                    }
+                }
+                Action::Note(note) => {
+                    if let Note::SyncStarted { peer, blocks, .. } = &note {
+                        self.sync_total.insert(*peer, *blocks);
+                    }
+                    log(&self.name, describe(&note, |p| self.peer_name(p)));
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> ResourceStatus {
+        let peers = self
+            .links
+            .iter()
+            .map(|link| {
+                let peer = link.node_id;
+                let name = self.peer_name(peer);
+                let conn = self
+                    .engine
+                    .conn_state(peer)
+                    .unwrap_or(ConnState::StandAlone);
+                let repl = self.engine.repl_state(peer).unwrap_or(ReplState::Off);
+                PeerStatus {
+                    name,
+                    node_id: peer,
+                    connection: format!("{conn:?}"),
+                    replication: format!("{repl:?}"),
+                    role: self.engine.peer_role(peer).map(|r| format!("{r:?}")),
+                    disk: self.engine.peer_disk(peer).map(|d| format!("{d:?}")),
+                    out_of_sync: self.engine.out_of_sync(peer).unwrap_or(0),
+                    blocks: self.blocks,
+                    sync_total: self.sync_total.get(&peer).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        ResourceStatus {
+            name: self.name.clone(),
+            role: format!("{:?}", self.engine.role()),
+            disk: format!("{:?}", self.engine.disk()),
+            peers,
+        }
+    }
+}
+
+/// The words drbdadm uses for a refused state change.
+fn admin_message(resource: &str, e: AdminError) -> String {
+    let detail = match e {
+        AdminError::PeerIsPrimary => "(-1) Multiple primaries not allowed by config",
+        AdminError::NoUpToDateData => "(-2) Need access to UpToDate data",
+        AdminError::Busy => "(-12) Device is held open by someone",
+        AdminError::UnknownPeer => "(-3) Unknown peer",
+        AdminError::PromotionPending => "(-10) Concurrent state changes detected and aborted",
+        AdminError::Handshaking => "(-10) Concurrent state changes detected and aborted",
+    };
+    format!("{resource}: State change failed: {detail}")
+}
+
+fn describe(note: &Note, name: impl Fn(u8) -> String) -> String {
+    match note {
+        Note::SyncStarted {
+            peer,
+            source,
+            blocks,
+        } => format!(
+            "resync with {} started as {} ({} KiB out of sync)",
+            name(*peer),
+            if *source { "SyncSource" } else { "SyncTarget" },
+            blocks * 4
+        ),
+        Note::SyncFinished { peer } => format!("resync with {} finished", name(*peer)),
+        Note::SplitBrain { peer } => format!(
+            "Split-Brain detected with {}, dropping connection (resolve with `drbdadm connect --discard-my-data` on the victim)",
+            name(*peer)
+        ),
+        Note::UnrelatedData { peer } => format!("unrelated data with {}, aborting", name(*peer)),
+        Note::Refused { peer, reason } => format!("connection to {} refused: {reason}", name(*peer)),
+        Note::ProtocolError { peer, reason } => format!("protocol error from {}: {reason}", name(*peer)),
+        Note::Handshake {
+            peer,
+            mine,
+            theirs,
+            decision,
+        } => format!(
+            "handshake with {}: mine {:016X}:{:016X}:{:016X} theirs {:016X}:{:016X}:{:016X} -> {decision:?}",
+            name(*peer),
+            mine.current,
+            mine.bitmap,
+            mine.history[0],
+            theirs.current,
+            theirs.bitmap,
+            theirs.history[0]
+        ),
+        Note::ConcurrentWrite { peer, block } => {
+            format!("concurrent write with {} to block {block} detected", name(*peer))
+        }
+    }
+}
+
+impl Drop for ResourceHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

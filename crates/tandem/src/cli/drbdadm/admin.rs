@@ -1,0 +1,385 @@
+//! The drbdadm verbs that talk to the node daemon: `up`, `down`, `primary`,
+//! `secondary`, `connect`, `disconnect`, `status`, `role`, `cstate`, `dstate`,
+//! `wait-connect`, `wait-sync`, `adjust`, `attach`.
+//!
+//! The configuration is read here; the daemon gets a resolved [`ResourceSpec`].
+//! `up` starts the daemon when none answers (fully detached, logging to
+//! `/run/tandem/tandemd.log`).
+
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use drbd_config::{Config, Resource};
+use node::control::{self, Request, ResourceStatus, Response};
+use node::spec::{PeerSpec, ResourceSpec};
+
+const EXIT_CONFIG: u8 = 10;
+const EXIT_DAEMON: u8 = 20;
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Options {
+    pub force: bool,
+    pub discard_my_data: bool,
+}
+
+pub fn run(verb: &str, config_path: &Path, names: &[String], options: &Options) -> ExitCode {
+    match run_inner(verb, config_path, names, options) {
+        Ok(code) => code,
+        Err((message, code)) => {
+            eprintln!("{message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (String, u8);
+
+fn load(config_path: &Path) -> Result<Config, Failure> {
+    let options = drbd_config::LoadOptions {
+        hostname: drbd_config::this_hostname(),
+    };
+    let config = drbd_config::load(config_path, &options).map_err(|e| {
+        (
+            e.to_string(),
+            u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG),
+        )
+    })?;
+    // Options as they apply: common → resource → connection.
+    config.expand().map_err(|e| {
+        (
+            e.to_string(),
+            u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG),
+        )
+    })
+}
+
+/// The resources named (`all` or none: every resource of this host).
+fn resources<'a>(config: &'a Config, names: &[String]) -> Result<Vec<&'a Resource>, Failure> {
+    let all = names.is_empty() || names.iter().any(|n| n == "all");
+    if all {
+        return Ok(config
+            .resources
+            .iter()
+            .filter(|r| r.me().is_some())
+            .collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            config
+                .resource(name)
+                .filter(|r| r.me().is_some())
+                .ok_or_else(|| {
+                    (
+                        format!("'{name}' not defined in your config (for this host)."),
+                        EXIT_CONFIG,
+                    )
+                })
+        })
+        .collect()
+}
+
+/// What the daemon needs, from the configuration.
+pub fn spec_of(r: &Resource) -> Result<ResourceSpec, Failure> {
+    let fail = |what: String| (format!("{}: {what}", r.name), EXIT_CONFIG);
+    let me = r
+        .me()
+        .ok_or_else(|| fail("no section for this host".into()))?;
+    let volume = me
+        .volumes
+        .first()
+        .or(r.volumes.first())
+        .ok_or_else(|| fail("no volume".into()))?;
+    if me.volumes.len() > 1 {
+        return Err(fail(
+            "more than one volume per resource is not implemented yet".into(),
+        ));
+    }
+    let device = volume
+        .device_path()
+        .ok_or_else(|| fail("no device".into()))?;
+    let minor = volume.minor.ok_or_else(|| fail("no minor number".into()))?;
+    let disk = volume
+        .disk
+        .clone()
+        .filter(|d| d != "none")
+        .ok_or_else(|| fail("diskless nodes are not implemented yet".into()))?;
+    if !matches!(volume.meta_disk, Some(drbd_config::MetaDisk::Internal)) {
+        return Err(fail("only 'meta-disk internal' is implemented".into()));
+    }
+    let address = |host: &drbd_config::Host| {
+        host.address
+            .as_ref()
+            .map(|a| match a.ip.contains(':') {
+                true => format!("[{}]:{}", a.ip, a.port),
+                false => format!("{}:{}", a.ip, a.port),
+            })
+            .ok_or_else(|| fail(format!("host {} has no address", host.name())))
+    };
+    let node_id = |host: &drbd_config::Host| {
+        host.node_id
+            .and_then(|id| u8::try_from(id).ok())
+            .ok_or_else(|| fail(format!("host {} has no node-id", host.name())))
+    };
+    let peers = r
+        .peers()
+        .map(|h| {
+            Ok(PeerSpec {
+                node_id: node_id(h)?,
+                name: h.name(),
+                address: address(h)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Failure>>()?;
+    Ok(ResourceSpec {
+        name: r.name.clone(),
+        device,
+        minor,
+        disk,
+        node_id: node_id(me)?,
+        host: me.name(),
+        address: address(me)?,
+        peers,
+        protocol: r.protocol().to_string(),
+        allow_two_primaries: r.sections.net.flag("allow-two-primaries").unwrap_or(false),
+    })
+}
+
+fn call(request: &Request) -> Result<Response, Failure> {
+    control::call(&control::socket_path(), request, CALL_TIMEOUT).map_err(|e| {
+        (
+            format!(
+                "no tandem daemon answers on {} ({e}); `drbdadm up` starts it",
+                control::socket_path().display()
+            ),
+            EXIT_DAEMON,
+        )
+    })
+}
+
+fn expect_ok(response: Response) -> Result<(), Failure> {
+    match response {
+        Response::Ok | Response::Status(_) => Ok(()),
+        Response::Error { message, code } => Err((message, u8::try_from(code).unwrap_or(1))),
+    }
+}
+
+/// Starts the daemon unless one answers, and waits for it.
+fn ensure_daemon() -> Result<(), Failure> {
+    let socket = control::socket_path();
+    if control::call(&socket, &Request::Ping, Duration::from_secs(5)).is_ok() {
+        return Ok(());
+    }
+    let dir = socket.parent().unwrap_or(Path::new("/run/tandem"));
+    std::fs::create_dir_all(dir).map_err(|e| (format!("{}: {e}", dir.display()), EXIT_DAEMON))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("tandemd.log"))
+        .map_err(|e| (format!("opening the daemon's log: {e}"), EXIT_DAEMON))?;
+    let me = std::env::current_exe().map_err(|e| (e.to_string(), EXIT_DAEMON))?;
+    let mut command = Command::new(me);
+    command
+        .arg("daemon")
+        .env("TANDEM_SOCKET", &socket)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| (e.to_string(), EXIT_DAEMON))?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory; the daemon must
+    // outlive this command and its terminal.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| (format!("starting the daemon: {e}"), EXIT_DAEMON))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if control::call(&socket, &Request::Ping, Duration::from_secs(2)).is_ok() {
+            // Not waited for: it is the daemon; reaped by init when it ends.
+            std::mem::forget(child);
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err((
+                format!(
+                    "the daemon exited at once ({status}); see {}",
+                    dir.join("tandemd.log").display()
+                ),
+                EXIT_DAEMON,
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(("the daemon did not come up within 10 s".into(), EXIT_DAEMON))
+}
+
+fn statuses(name: Option<&str>) -> Result<Vec<ResourceStatus>, Failure> {
+    match call(&Request::Status {
+        resource: name.map(str::to_string),
+    })? {
+        Response::Status(all) => Ok(all),
+        Response::Ok => Ok(Vec::new()),
+        Response::Error { message, code } => Err((message, u8::try_from(code).unwrap_or(1))),
+    }
+}
+
+fn run_inner(
+    verb: &str,
+    config_path: &Path,
+    names: &[String],
+    options: &Options,
+) -> Result<ExitCode, Failure> {
+    let config = load(config_path)?;
+    let targets = resources(&config, names)?;
+    match verb {
+        "up" | "adjust" | "attach" => {
+            ensure_daemon()?;
+            for r in &targets {
+                expect_ok(call(&Request::Up(spec_of(r)?))?)?;
+            }
+        }
+        "down" => {
+            for r in &targets {
+                match call(&Request::Down {
+                    resource: r.name.clone(),
+                }) {
+                    Err(_) => {} // no daemon: nothing is up
+                    Ok(response) => expect_ok(response)?,
+                }
+            }
+        }
+        "primary" => {
+            for r in &targets {
+                expect_ok(call(&Request::Primary {
+                    resource: r.name.clone(),
+                    force: options.force,
+                })?)?;
+            }
+        }
+        "secondary" => {
+            for r in &targets {
+                expect_ok(call(&Request::Secondary {
+                    resource: r.name.clone(),
+                })?)?;
+            }
+        }
+        "connect" => {
+            for r in &targets {
+                expect_ok(call(&Request::Connect {
+                    resource: r.name.clone(),
+                    discard_my_data: options.discard_my_data,
+                })?)?;
+            }
+        }
+        "disconnect" => {
+            for r in &targets {
+                expect_ok(call(&Request::Disconnect {
+                    resource: r.name.clone(),
+                })?)?;
+            }
+        }
+        "status" => {
+            for r in &targets {
+                for s in statuses(Some(&r.name))? {
+                    print!("{}", node::status::format(&s));
+                }
+            }
+        }
+        "role" => {
+            for r in &targets {
+                for s in statuses(Some(&r.name))? {
+                    println!("{}", s.role);
+                }
+            }
+        }
+        "cstate" => {
+            for r in &targets {
+                for s in statuses(Some(&r.name))? {
+                    for p in &s.peers {
+                        println!("{}", p.connection);
+                    }
+                }
+            }
+        }
+        "dstate" => {
+            for r in &targets {
+                for s in statuses(Some(&r.name))? {
+                    for p in &s.peers {
+                        println!("{}/{}", s.disk, p.disk.as_deref().unwrap_or("DUnknown"));
+                    }
+                }
+            }
+        }
+        "wait-connect" => {
+            for r in &targets {
+                wait(&r.name, "connected", |s| {
+                    s.peers
+                        .iter()
+                        .all(|p| p.connection == "Connected" && p.replication != "Off")
+                })?;
+            }
+        }
+        "wait-sync" => {
+            for r in &targets {
+                wait(&r.name, "in sync", |s| {
+                    s.peers.iter().all(|p| {
+                        p.connection == "Connected"
+                            && p.replication == "Established"
+                            && p.disk.as_deref() == Some("UpToDate")
+                    }) && s.disk == "UpToDate"
+                })?;
+            }
+        }
+        other => {
+            return Err((
+                format!("drbdadm: '{other}' is not implemented by tandem yet"),
+                EXIT_DAEMON,
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Polls the status until `done`; on a terminal, shows resync progress.
+fn wait(name: &str, what: &str, done: impl Fn(&ResourceStatus) -> bool) -> Result<(), Failure> {
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let all = statuses(Some(name))?;
+        let Some(status) = all.first() else {
+            return Err((format!("{name}: not up"), EXIT_CONFIG));
+        };
+        if done(status) {
+            if terminal {
+                println!("\r{name}: {what}{:40}", "");
+            }
+            return Ok(());
+        }
+        if terminal {
+            let syncing = status
+                .peers
+                .iter()
+                .find(|p| p.replication == "SyncSource" || p.replication == "SyncTarget");
+            if let Some(p) = syncing {
+                let done = node::status::done(p.sync_total, p.out_of_sync);
+                let filled = (done / 5.0) as usize;
+                print!(
+                    "\r{name} {}: [{}{}] {done:.2}%",
+                    p.replication,
+                    "#".repeat(filled),
+                    ".".repeat(20 - filled.min(20))
+                );
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

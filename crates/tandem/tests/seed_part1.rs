@@ -1,0 +1,297 @@
+//! Seed part 1 (steps 2-10) end to end in the lab, with the seed's own command
+//! lines: real daemons, real TCP, real FUSE and loop devices, the kernel's XFS.
+//!
+//! Needs root. Every external command runs under `timeout`, and a guard takes the
+//! lab (daemons, mounts, loop devices) down even when an assertion fails.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+
+struct TestLab {
+    dir: PathBuf,
+}
+
+impl TestLab {
+    fn up(name: &str) -> TestLab {
+        let dir = std::env::temp_dir().join(format!("tandem-seed1-{name}-{}", std::process::id()));
+        let lab = TestLab { dir };
+        lab.tandem(&["lab", "down"]);
+        let out = lab.tandem(&["lab", "up", "--nodes", "2"]);
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    fn tandem(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .arg("120")
+            .arg(TANDEM)
+            .args(args)
+            .env("TANDEM_LAB_DIR", &self.dir)
+            .output()
+            .expect("running tandem")
+    }
+
+    /// Runs a shell line in a node (under a 120 s limit).
+    fn sh(&self, node: &str, script: &str) -> Output {
+        self.tandem(&["lab", "exec", node, "--", "sh", "-c", script])
+    }
+
+    fn ok(&self, node: &str, script: &str) -> String {
+        let out = self.sh(node, script);
+        assert!(
+            out.status.success(),
+            "{node}$ {script}\nexit: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log(node)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn log(&self, node: &str) -> String {
+        let out = self.sh(node, "cat /run/tandem/tandemd.log 2>/dev/null | tail -30");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn image(&self, node: &str, disk: &str) -> PathBuf {
+        self.dir.join(format!("nodes/{node}/disks/{disk}.img"))
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = self.tandem(&["lab", "down"]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// The seed's wwwdata.res with the lab's addresses.
+const WWWDATA: &str = "resource wwwdata { 
+  protocol C;
+  meta-disk internal;
+  device /dev/drbd1;
+  syncer {
+    verify-alg sha1;
+  }
+  net {
+    allow-two-primaries;
+  }
+  on nodo1 {
+    disk /dev/sdc;
+    address 127.0.0.11:7789;
+  }
+  on nodo2 {
+    disk /dev/sdc;
+    address 127.0.0.12:7789;
+  }
+}
+";
+
+/// Steps 2-5: configuration, create-md, up on both, primary --force on nodo1.
+fn bring_up(lab: &TestLab) {
+    let res = lab.dir.join("wwwdata.res");
+    std::fs::write(&res, WWWDATA).unwrap();
+    for node in ["nodo1", "nodo2"] {
+        lab.ok(
+            node,
+            &format!("cp {} /etc/drbd.d/wwwdata.res", res.display()),
+        );
+        let out = lab.sh(node, "drbdadm create-md wwwdata 2>&1");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        for line in [
+            "initializing activity log",
+            "initializing bitmap (32 KB) to all zero",
+            "Writing meta data...",
+            "New drbd meta data block successfully created.",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "create-md on {node} lacks {line:?}:\n{text}"
+            );
+        }
+        lab.ok(node, "drbdadm up wwwdata");
+    }
+    lab.ok("nodo1", "drbdadm wait-connect wwwdata");
+    lab.ok("nodo1", "drbdadm primary --force wwwdata");
+}
+
+fn wait_for(lab: &TestLab, node: &str, wanted: &str, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let status = lab.ok(node, "drbdadm status wwwdata");
+        if status.contains(wanted) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{node}: no {wanted:?} after {limit:?}:\n{status}\n{}",
+            lab.log(node)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn seed_part_one_xfs_on_the_primary_refused_on_the_secondary_and_handed_over() {
+    let lab = TestLab::up("xfs");
+    bring_up(&lab);
+
+    // Step 6: the status while syncing, then in sync.
+    let syncing = lab.ok("nodo1", "drbdadm status wwwdata");
+    assert!(
+        syncing.starts_with("wwwdata role:Primary\n  disk:UpToDate\n  nodo2 role:Secondary\n"),
+        "{syncing}"
+    );
+    let synced = wait_for(
+        &lab,
+        "nodo1",
+        "replication:Established peer-disk:UpToDate",
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        synced,
+        "wwwdata role:Primary\n  disk:UpToDate\n  nodo2 role:Secondary\n    replication:Established peer-disk:UpToDate\n\n"
+    );
+    lab.ok("nodo2", "drbdadm wait-sync wwwdata");
+    assert!(lab
+        .ok("nodo2", "drbdadm status wwwdata")
+        .contains("  disk:UpToDate\n  nodo1 role:Primary\n"));
+
+    // Step 7: XFS on the Primary.
+    lab.ok("nodo1", "mkfs.xfs -q /dev/drbd1");
+    let content = "Hola desde nodo1: datos replicados con tandem.\n";
+    lab.ok(
+        "nodo1",
+        &format!("mount /dev/drbd1 /mnt && printf '{content}' > /mnt/prueba.txt && sync"),
+    );
+
+    // Step 8: the Secondary refuses, and nothing reaches its disk.
+    let size: u64 = lab
+        .ok("nodo1", "blockdev --getsize64 /dev/drbd1")
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = checksum(&lab.image("nodo2", "sdc"), size);
+    let refused = lab.sh("nodo2", "mount /dev/drbd1 /mnt");
+    assert!(
+        !refused.status.success(),
+        "mount on the Secondary succeeded"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("can't read superblock on /dev/drbd1"),
+        "{said}"
+    );
+    let writes = lab.sh(
+        "nodo2",
+        "dd if=/dev/zero of=/dev/drbd1 bs=4096 count=1 oflag=direct 2>&1",
+    );
+    assert!(
+        !writes.status.success(),
+        "a write on the Secondary succeeded"
+    );
+    assert_eq!(
+        before,
+        checksum(&lab.image("nodo2", "sdc"), size),
+        "the Secondary's disk changed"
+    );
+    // Demotion is refused while mounted.
+    assert!(!lab
+        .sh("nodo1", "drbdadm secondary wwwdata")
+        .status
+        .success());
+
+    // Step 9: hand over.
+    lab.ok("nodo1", "umount /mnt && drbdadm secondary wwwdata");
+    lab.ok("nodo2", "drbdadm primary wwwdata");
+
+    // Step 10: the file is there, byte for byte, and XFS is clean.
+    let read = lab.ok(
+        "nodo2",
+        "mount /dev/drbd1 /mnt && cat /mnt/prueba.txt && umount /mnt",
+    );
+    assert_eq!(read, content);
+    lab.ok("nodo2", "xfs_repair -n /dev/drbd1 >/dev/null 2>&1");
+
+    lab.ok("nodo2", "drbdadm down wwwdata");
+    lab.ok("nodo1", "drbdadm down wwwdata");
+    // Down leaves meta-data the real drbdmeta reads: clean, UpToDate.
+    let dump = lab.ok("nodo1", "DRBD_DRIVER_VERSION_OVERRIDE=9.2.0 drbdmeta --force 1 v09 /dev/sdc internal dump-md 2>/dev/null");
+    assert!(
+        dump.contains("flags 0x00000091;") || dump.contains("flags 0x00000095;"),
+        "{dump}"
+    );
+}
+
+fn checksum(image: &std::path::Path, len: u64) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("head -c {len} {} | sha1sum", image.display()))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn after_a_disconnect_only_the_written_blocks_are_resynced() {
+    let lab = TestLab::up("resync");
+    bring_up(&lab);
+    wait_for(
+        &lab,
+        "nodo1",
+        "replication:Established peer-disk:UpToDate",
+        Duration::from_secs(120),
+    );
+
+    lab.ok("nodo1", "drbdadm disconnect wwwdata");
+    assert!(lab
+        .ok("nodo1", "drbdadm status wwwdata")
+        .contains("  nodo2 connection:StandAlone\n"));
+    // 100 scattered 4 KiB blocks written while the peer is away.
+    lab.ok(
+        "nodo1",
+        "for i in $(seq 0 99); do dd if=/dev/urandom of=/dev/drbd1 bs=4096 count=1 seek=$((i * 617)) oflag=direct status=none || exit 1; done",
+    );
+    lab.ok("nodo1", "drbdadm connect wwwdata");
+    wait_for(
+        &lab,
+        "nodo1",
+        "replication:Established peer-disk:UpToDate",
+        Duration::from_secs(60),
+    );
+    let log = lab.log("nodo1");
+    let resyncs: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("resync with nodo2 started"))
+        .collect();
+    assert_eq!(resyncs.len(), 2, "{log}");
+    assert!(
+        resyncs[1].contains("(400 KiB out of sync)"),
+        "only the 100 written blocks: {log}"
+    );
+
+    // Both backing disks are identical outside the meta-data.
+    let size: u64 = lab
+        .ok("nodo1", "blockdev --getsize64 /dev/drbd1")
+        .trim()
+        .parse()
+        .unwrap();
+    lab.ok("nodo1", "drbdadm down wwwdata");
+    lab.ok("nodo2", "drbdadm down wwwdata");
+    assert_eq!(
+        checksum(&lab.image("nodo1", "sdc"), size),
+        checksum(&lab.image("nodo2", "sdc"), size)
+    );
+}
