@@ -16,6 +16,7 @@ use drbd_meta::activity_log::{self, update_transactions};
 use drbd_meta::layout::Layout;
 use drbd_meta::ops::{self, MetaDevice};
 use drbd_meta::superblock::{mdf, mdf_peer, Superblock};
+use replication::uuids::HISTORY_LEN;
 use replication::{Bitmap, DiskState, Meta, NodeId, PeerMeta};
 
 /// The engine's AL extent: 4 MiB, as DRBD's.
@@ -152,7 +153,11 @@ impl MetaStore {
         }
         let meta = Meta {
             current: sb.current_uuid,
-            history: [sb.history_uuids[0], sb.history_uuids[1]],
+            history: {
+                let mut history = [0; HISTORY_LEN];
+                history.copy_from_slice(&sb.history_uuids[..HISTORY_LEN]);
+                history
+            },
             disk,
             primary: sb.flags & mdf::PRIMARY_IND != 0,
             peers: peers_meta,
@@ -183,8 +188,7 @@ impl MetaStore {
     pub fn persist(&mut self, meta: &Meta, clean: bool) -> io::Result<()> {
         let sb = &mut self.superblock;
         sb.current_uuid = meta.current;
-        sb.history_uuids[0] = meta.history[0];
-        sb.history_uuids[1] = meta.history[1];
+        sb.history_uuids[..HISTORY_LEN].copy_from_slice(&meta.history);
         sb.node_id = i32::from(self.node_id);
         sb.effective_size = self.blocks * 8;
         let mut flags = sb.flags

@@ -16,6 +16,7 @@
 
 use thiserror::Error;
 
+use crate::uuids::HISTORY_LEN;
 use crate::{DiskState, NodeId, Role, BLOCK_SIZE};
 
 pub const MAGIC: u32 = 0x544E_444D;
@@ -48,7 +49,7 @@ pub struct Hello {
     pub current: u64,
     /// The bitmap UUID the sender keeps for the receiver.
     pub bitmap: u64,
-    pub history: [u64; 2],
+    pub history: [u64; HISTORY_LEN],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +100,15 @@ pub enum Message {
     SyncStart {
         full: bool,
     },
-    /// One block copied by resync.
+    /// A run of blocks copied by resync.
     ResyncData {
         block: u64,
         data: Vec<u8>,
     },
+    /// The run of `count` blocks from `block` is on the target's disk.
     ResyncAck {
         block: u64,
+        count: u32,
     },
     /// Resync finished; the target takes the source's current UUID.
     SyncDone {
@@ -198,8 +201,9 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.u64(h.blocks);
             w.u64(h.current);
             w.u64(h.bitmap);
-            w.u64(h.history[0]);
-            w.u64(h.history[1]);
+            for uuid in h.history {
+                w.u64(uuid);
+            }
         }
         Message::Bitmap { words } => {
             for word in words {
@@ -233,7 +237,10 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.u64(*block);
             w.0.extend_from_slice(data);
         }
-        Message::ResyncAck { block } => w.u64(*block),
+        Message::ResyncAck { block, count } => {
+            w.u64(*block);
+            w.0.extend_from_slice(&count.to_be_bytes());
+        }
         Message::SyncDone { current } => w.u64(*current),
     }
     let len = (out.len() - start - HEADER_LEN) as u32;
@@ -289,7 +296,13 @@ pub fn decode(bytes: &[u8]) -> Result<(Message, usize), DecodeError> {
                 blocks: r.u64("blocks")?,
                 current: r.u64("current")?,
                 bitmap: r.u64("bitmap")?,
-                history: [r.u64("history[0]")?, r.u64("history[1]")?],
+                history: {
+                    let mut history = [0; HISTORY_LEN];
+                    for uuid in history.iter_mut() {
+                        *uuid = r.u64("history")?;
+                    }
+                    history
+                },
             };
             Message::Hello(hello)
         }
@@ -341,13 +354,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Message, usize), DecodeError> {
         Kind::ResyncData => {
             let block = r.u64("block")?;
             let data = r.blocks("data")?;
-            if data.len() != BLOCK_SIZE {
-                return Err(r.bad("data", format!("{} bytes, not one block", data.len())));
-            }
             Message::ResyncData { block, data }
         }
         Kind::ResyncAck => Message::ResyncAck {
             block: r.u64("block")?,
+            count: r.u32("count")?,
         },
         Kind::SyncDone => Message::SyncDone {
             current: r.u64("current")?,
@@ -454,6 +465,11 @@ impl Reader<'_> {
         Ok(self.take(field, 1)?[0])
     }
 
+    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(field, 4)?;
+        Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         let b = self.take(field, 8)?;
         Ok(u64::from_be_bytes(b.try_into().expect("8 bytes")))
@@ -516,7 +532,7 @@ mod tests {
                 discard_my_data: true,
                 current: 0xdead_beef_0000_0010,
                 bitmap: 4,
-                history: [6, 8],
+                history: [6, 8, 0, 0, 0, 0, 0, 10],
             }),
             Message::Bitmap {
                 words: vec![1, u64::MAX, 0],
@@ -545,7 +561,10 @@ mod tests {
                 block: 77,
                 data: vec![1; BLOCK_SIZE],
             },
-            Message::ResyncAck { block: 77 },
+            Message::ResyncAck {
+                block: 77,
+                count: 3,
+            },
             Message::SyncDone { current: 42 },
         ]
     }

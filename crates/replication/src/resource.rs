@@ -27,8 +27,11 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::bitmap::Bitmap;
 use crate::message::{Hello, Message, Protocol};
-use crate::uuids::{self, HandshakeUuids, SyncDecision, JUST_CREATED};
+use crate::uuids::{self, push_history, HandshakeUuids, SyncDecision, HISTORY_LEN, JUST_CREATED};
 use crate::{ConnState, DiskState, NodeId, ReplState, Role, BLOCK_SIZE};
+
+/// The longest run of blocks one resync read (and message) carries: 256 KiB.
+const RESYNC_RUN_BLOCKS: u64 = 64;
 
 /// What a resource is, from the configuration.
 #[derive(Debug, Clone)]
@@ -43,7 +46,8 @@ pub struct Config {
     pub al_extent_blocks: u64,
     /// Extents the activity log holds (DRBD's `al-extents`).
     pub al_extents: usize,
-    /// Resync reads in flight per peer.
+    /// Resync runs (reads or unacknowledged messages of up to 256 KiB) in flight
+    /// per peer.
     pub resync_window: usize,
     /// An epoch is closed after this many writes even without a flush or tick.
     pub epoch_writes: u32,
@@ -60,7 +64,7 @@ impl Config {
             blocks,
             al_extent_blocks: 1024,
             al_extents: 1237,
-            resync_window: 64,
+            resync_window: 16,
             epoch_writes: 256,
         }
     }
@@ -70,7 +74,7 @@ impl Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
     pub current: u64,
-    pub history: [u64; 2],
+    pub history: [u64; HISTORY_LEN],
     /// Never Diskless.
     pub disk: DiskState,
     /// Primary and not cleanly demoted: after a crash, this node is a crashed
@@ -93,7 +97,7 @@ impl Meta {
     pub fn fresh(config: &Config) -> Meta {
         Meta {
             current: JUST_CREATED,
-            history: [0, 0],
+            history: [0; HISTORY_LEN],
             disk: DiskState::Inconsistent,
             primary: false,
             peers: config
@@ -290,11 +294,13 @@ enum Op {
         peer: usize,
         gen: u64,
         block: u64,
+        count: u64,
     },
     ResyncWrite {
         peer: usize,
         gen: u64,
         block: u64,
+        count: u64,
     },
     BarrierFlush {
         peer: usize,
@@ -369,6 +375,11 @@ struct Peer {
     resync_reading: HashSet<u64>,
     resync_dirtied: HashSet<u64>,
     resync_sent: HashSet<u64>,
+    /// Runs (reads, or data sent and not yet acked) in flight.
+    resync_runs: usize,
+    /// Everything was copied and SyncDone sent; waiting for the target to say
+    /// it is UpToDate (after flushing) before the generations move on.
+    sync_done_sent: bool,
     // Resync as target.
     resync_writes: u32,
     sync_done: Option<u64>,
@@ -395,7 +406,7 @@ pub struct Resource {
     role: Role,
     disk: DiskState,
     current: u64,
-    history: [u64; 2],
+    history: [u64; HISTORY_LEN],
     crashed_primary: bool,
     peers: Vec<Peer>,
     /// Activity log, least recently used first.
@@ -452,6 +463,8 @@ impl Resource {
                     resync_reading: HashSet::new(),
                     resync_dirtied: HashSet::new(),
                     resync_sent: HashSet::new(),
+                    resync_runs: 0,
+                    sync_done_sent: false,
                     resync_writes: 0,
                     sync_done: None,
                 }
@@ -719,7 +732,7 @@ impl Resource {
             // --force: this disk's data become the truth, as a new generation.
             self.disk = DiskState::UpToDate;
             if self.current != JUST_CREATED {
-                self.history = [self.current, self.history[0]];
+                push_history(&mut self.history, self.current);
             }
             self.current = self.new_uuid();
             for p in 0..self.peers.len() {
@@ -1200,18 +1213,28 @@ impl Resource {
                 self.maybe_flush_for_barrier(peer);
                 self.after_local_write();
             }
-            Op::ResyncRead { peer, gen, block } => {
+            Op::ResyncRead {
+                peer,
+                gen,
+                block,
+                count,
+            } => {
                 let p = &mut self.peers[peer];
                 if p.gen != gen || p.repl != ReplState::SyncSource {
                     return;
                 }
-                p.resync_reading.remove(&block);
-                if p.resync_dirtied.remove(&block) || !ok {
+                let mut overtaken = false;
+                for b in block..block + count {
+                    p.resync_reading.remove(&b);
+                    overtaken |= p.resync_dirtied.remove(&b);
+                }
+                if overtaken || !ok {
                     // An application write overtook the read: read again later.
+                    p.resync_runs = p.resync_runs.saturating_sub(1);
                     self.pump_resync(peer);
                     return;
                 }
-                p.resync_sent.insert(block);
+                p.resync_sent.extend(block..block + count);
                 let data = result.ok().flatten().unwrap_or_default();
                 let id = p.id;
                 self.out.push(Action::Send {
@@ -1220,16 +1243,26 @@ impl Resource {
                 });
                 self.pump_resync(peer);
             }
-            Op::ResyncWrite { peer, gen, block } => {
-                self.write_finished(block, 1);
+            Op::ResyncWrite {
+                peer,
+                gen,
+                block,
+                count,
+            } => {
+                self.write_finished(block, count);
                 let p = &mut self.peers[peer];
                 p.resync_writes -= 1;
                 if p.gen == gen && p.conn == ConnState::Connected && ok {
-                    p.bitmap.clear(block);
+                    for b in block..block + count {
+                        p.bitmap.clear(b);
+                    }
                     let id = p.id;
                     self.out.push(Action::Send {
                         peer: id,
-                        message: Message::ResyncAck { block },
+                        message: Message::ResyncAck {
+                            block,
+                            count: count as u32,
+                        },
                     });
                 }
                 self.maybe_finish_target(peer);
@@ -1327,6 +1360,16 @@ impl Resource {
     fn lost_connection(&mut self, p: usize) {
         let was_in_sync_primary = self.role == Role::Primary && self.peers[p].handshake_done();
         let peer = &mut self.peers[p];
+        if peer.sync_done_sent && peer.bitmap_uuid != 0 {
+            // The target may or may not have taken our current UUID before the
+            // connection went. Forget the old ancestor into the history: if it
+            // took it, the next handshake finds our (new) bitmap UUID; if not,
+            // its generation is in our history and a full sync follows.
+            let old = peer.bitmap_uuid;
+            peer.bitmap_uuid = 0;
+            push_history(&mut self.history, old);
+        }
+        let peer = &mut self.peers[p];
         // Writes the peer has not confirmed as stable may be lost there.
         for (_, block, count) in peer.transfer_log.drain(..) {
             peer.bitmap.set_range(block, count);
@@ -1347,6 +1390,8 @@ impl Resource {
         peer.resync_reading.clear();
         peer.resync_dirtied.clear();
         peer.resync_sent.clear();
+        peer.resync_runs = 0;
+        peer.sync_done_sent = false;
         peer.sync_done = None;
         peer.epoch_writes = 0;
         peer.epoch += 1;
@@ -1461,6 +1506,12 @@ impl Resource {
                 let peer = &mut self.peers[p];
                 peer.role = Some(role);
                 peer.disk = Some(disk);
+                if peer.repl == ReplState::SyncSource
+                    && peer.sync_done_sent
+                    && disk == DiskState::UpToDate
+                {
+                    self.source_confirmed(p);
+                }
             }
             Message::PromoteRequest { tid } => {
                 let me_first = self
@@ -1539,7 +1590,8 @@ impl Resource {
                 self.start_target(p, full);
             }
             Message::ResyncData { block, data } => {
-                if self.peers[p].repl != ReplState::SyncTarget || block >= self.config.blocks {
+                let count = (data.len() / BLOCK_SIZE) as u64;
+                if self.peers[p].repl != ReplState::SyncTarget || !self.check_range(block, count) {
                     return self.protocol_error(
                         p,
                         format!("resync data for block {block} outside a resync"),
@@ -1551,14 +1603,18 @@ impl Resource {
                     peer: p,
                     gen,
                     block,
+                    count,
                 });
                 self.submit_write(token, block, data);
             }
-            Message::ResyncAck { block } => {
+            Message::ResyncAck { block, count } => {
                 let peer = &mut self.peers[p];
-                if peer.resync_sent.remove(&block) {
-                    peer.bitmap.clear(block);
+                for b in block..block.saturating_add(u64::from(count)) {
+                    if peer.resync_sent.remove(&b) {
+                        peer.bitmap.clear(b);
+                    }
                 }
+                peer.resync_runs = peer.resync_runs.saturating_sub(1);
                 self.pump_resync(p);
             }
             Message::SyncDone { current } => {
@@ -1570,7 +1626,7 @@ impl Resource {
                     && current != self.current
                 {
                     // A peer in sync with us started a new generation.
-                    self.history = [self.current, self.history[0]];
+                    push_history(&mut self.history, self.current);
                     self.current = current;
                     self.persist();
                 }
@@ -1699,6 +1755,14 @@ impl Resource {
         match decision {
             SyncDecision::NoSync => {
                 peer.repl = ReplState::Established;
+                // Same generation: a bitmap UUID kept for this peer is stale (the
+                // confirmation of the last resync was lost with the connection).
+                if hello.current & !1 == self.current & !1 && peer.bitmap_uuid != 0 {
+                    let stale = peer.bitmap_uuid;
+                    peer.bitmap_uuid = 0;
+                    push_history(&mut self.history, stale);
+                    self.persist();
+                }
             }
             SyncDecision::SourceBitmap | SyncDecision::SourceFull => {
                 if self.disk != DiskState::UpToDate {
@@ -1768,38 +1832,49 @@ impl Resource {
             return;
         }
         let mut wrapped = false;
-        while self.peers[p].resync_reading.len() + self.peers[p].resync_sent.len()
-            < self.config.resync_window
-        {
+        while self.peers[p].resync_runs < self.config.resync_window {
             let peer = &self.peers[p];
-            let mut candidate = peer.bitmap.next_set(peer.resync_cursor);
-            while let Some(block) = candidate {
-                let busy = peer.resync_reading.contains(&block)
+            let busy = |block: u64| {
+                peer.resync_reading.contains(&block)
                     || peer.resync_sent.contains(&block)
                     || self.writes_in_flight.contains_key(&block)
                     || self
                         .deferred_writes
                         .iter()
-                        .any(|(_, b, d)| *b <= block && block < b + (d.len() / BLOCK_SIZE) as u64);
-                if !busy {
+                        .any(|(_, b, d)| *b <= block && block < b + (d.len() / BLOCK_SIZE) as u64)
+            };
+            let mut candidate = peer.bitmap.next_set(peer.resync_cursor);
+            while let Some(block) = candidate {
+                if !busy(block) {
                     break;
                 }
                 candidate = peer.bitmap.next_set(block + 1);
             }
             match candidate {
                 Some(block) => {
-                    let gen = self.peers[p].gen;
-                    self.peers[p].resync_cursor = block + 1;
-                    self.peers[p].resync_reading.insert(block);
+                    // A run of contiguous out-of-sync blocks, read and sent at once.
+                    let mut count = 1;
+                    while count < RESYNC_RUN_BLOCKS
+                        && peer.bitmap.get(block + count)
+                        && !busy(block + count)
+                    {
+                        count += 1;
+                    }
+                    let gen = peer.gen;
+                    let peer = &mut self.peers[p];
+                    peer.resync_cursor = block + count;
+                    peer.resync_reading.extend(block..block + count);
+                    peer.resync_runs += 1;
                     let token = self.token(Op::ResyncRead {
                         peer: p,
                         gen,
                         block,
+                        count,
                     });
                     self.out.push(Action::DiskRead {
                         token,
                         block,
-                        count: 1,
+                        count,
                     });
                 }
                 None if !wrapped => {
@@ -1810,29 +1885,42 @@ impl Resource {
             }
         }
         let peer = &self.peers[p];
-        if peer.bitmap.is_clear() && peer.resync_reading.is_empty() && peer.resync_sent.is_empty() {
+        if peer.bitmap.is_clear()
+            && peer.resync_reading.is_empty()
+            && peer.resync_sent.is_empty()
+            && !peer.sync_done_sent
+        {
             self.finish_source(p);
         }
     }
 
+    /// Everything is copied: tell the target. The resync ends (and the
+    /// generations move on) only when the target confirms, in `source_confirmed`;
+    /// until then a lost connection leaves both sides' UUIDs as they were.
     fn finish_source(&mut self, p: usize) {
         let current = self.current;
         let peer = &mut self.peers[p];
+        peer.sync_done_sent = true;
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::SyncDone { current },
+        });
+    }
+
+    /// The target flushed what it received and is UpToDate.
+    fn source_confirmed(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
         peer.repl = ReplState::Established;
-        // The peer's disk stays Inconsistent here until it has flushed what it
-        // received and says so (its State message).
+        peer.sync_done_sent = false;
         if peer.bitmap_uuid != 0 {
-            self.history = [peer.bitmap_uuid, self.history[0]];
+            push_history(&mut self.history, peer.bitmap_uuid);
             peer.bitmap_uuid = 0;
         }
         let id = peer.id;
         if self.peers.iter().all(|q| q.repl != ReplState::SyncSource) {
             self.crashed_primary = false;
         }
-        self.out.push(Action::Send {
-            peer: id,
-            message: Message::SyncDone { current },
-        });
         self.out.push(Action::Note(Note::SyncFinished { peer: id }));
         self.persist();
     }
@@ -1861,7 +1949,7 @@ impl Resource {
 
     fn finish_target(&mut self, p: usize, current: u64) {
         if self.current != current && self.current != JUST_CREATED {
-            self.history = [self.current, self.history[0]];
+            push_history(&mut self.history, self.current);
         }
         self.current = current;
         self.disk = DiskState::UpToDate;

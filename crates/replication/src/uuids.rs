@@ -14,6 +14,16 @@
 
 use crate::NodeId;
 
+/// How many older generations each side remembers (DRBD keeps 32 in its
+/// meta-data; a resync interrupted again and again pushes one per attempt).
+pub const HISTORY_LEN: usize = 8;
+
+/// Pushes `uuid` onto the front of a history, forgetting the oldest.
+pub fn push_history(history: &mut [u64; HISTORY_LEN], uuid: u64) {
+    history.rotate_right(1);
+    history[0] = uuid;
+}
+
 /// The current UUID of freshly created meta-data.
 pub const JUST_CREATED: u64 = 4;
 
@@ -24,7 +34,7 @@ pub struct HandshakeUuids {
     pub current: u64,
     /// The bitmap UUID this side keeps for the other side.
     pub bitmap: u64,
-    pub history: [u64; 2],
+    pub history: [u64; HISTORY_LEN],
     /// This side was Primary when it went down without a clean `secondary`.
     pub crashed_primary: bool,
     /// The administrator asked this side to give up its data (`--discard-my-data`).
@@ -96,16 +106,20 @@ pub fn decide(me: &HandshakeUuids, peer: &HandshakeUuids) -> SyncDecision {
     }
     let my_bitmap = me.bitmap & !1;
     let their_bitmap = peer.bitmap & !1;
-    if my_bitmap != 0 && my_bitmap == theirs {
-        return SourceBitmap;
-    }
-    if their_bitmap != 0 && their_bitmap == mine {
-        return TargetBitmap;
+    let peer_is_my_ancestor = my_bitmap != 0 && my_bitmap == theirs;
+    let i_am_peers_ancestor = their_bitmap != 0 && their_bitmap == mine;
+    match (peer_is_my_ancestor, i_am_peers_ancestor) {
+        (true, false) => return SourceBitmap,
+        (false, true) => return TargetBitmap,
+        // Each claims the other as its ancestor: nothing to trust.
+        (true, true) => return SplitBrain,
+        (false, false) => {}
     }
     if my_bitmap != 0 && my_bitmap == their_bitmap {
         return SplitBrain;
     }
-    let in_history = |h: &[u64; 2], uuid: u64| uuid != 0 && h.iter().any(|x| x & !1 == uuid);
+    let in_history =
+        |h: &[u64; HISTORY_LEN], uuid: u64| uuid != 0 && h.iter().any(|x| x & !1 == uuid);
     let mine_old = in_history(&peer.history, mine);
     let theirs_old = in_history(&me.history, theirs);
     match (theirs_old, mine_old) {
@@ -115,8 +129,12 @@ pub fn decide(me: &HandshakeUuids, peer: &HandshakeUuids) -> SyncDecision {
         (false, false) => {}
     }
     // Any other shared ancestor means both sides moved on from it.
-    let mine_all = [my_bitmap, me.history[0] & !1, me.history[1] & !1];
-    let theirs_all = [their_bitmap, peer.history[0] & !1, peer.history[1] & !1];
+    let mine_all: Vec<u64> = std::iter::once(my_bitmap)
+        .chain(me.history.iter().map(|u| u & !1))
+        .collect();
+    let theirs_all: Vec<u64> = std::iter::once(their_bitmap)
+        .chain(peer.history.iter().map(|u| u & !1))
+        .collect();
     if mine_all.iter().any(|u| *u != 0 && theirs_all.contains(u)) {
         return SplitBrain;
     }
@@ -129,6 +147,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn node(id: NodeId, current: u64, bitmap: u64, history: [u64; 2]) -> HandshakeUuids {
+        let mut h = [0; HISTORY_LEN];
+        h[..2].copy_from_slice(&history);
+        let history = h;
         HandshakeUuids {
             node_id: id,
             current,
@@ -176,7 +197,12 @@ mod tests {
                 node_id: id,
                 current: c * 2 + 4,
                 bitmap: bm * 2,
-                history: [h0 * 2, h1 * 2],
+                history: {
+                    let mut h = [0; HISTORY_LEN];
+                    h[0] = h0 * 2;
+                    h[1] = h1 * 2;
+                    h
+                },
                 crashed_primary: crashed,
                 discard_my_data: discard,
             };

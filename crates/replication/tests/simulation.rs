@@ -552,13 +552,23 @@ impl Sim {
         } else {
             (key.1, key.0)
         };
-        if matches!(
-            message,
+        match &message {
             replication::Message::Hello(_)
-                | replication::Message::SyncDone { .. }
-                | replication::Message::SyncStart { .. }
-        ) {
-            self.trace.push(format!("{from} -> {to}: {message:?}"));
+            | replication::Message::SyncDone { .. }
+            | replication::Message::SyncStart { .. }
+            | replication::Message::ResyncAck { .. } => {
+                self.trace.push(format!("{from} -> {to}: {message:?}"))
+            }
+            replication::Message::ResyncData { block, data } => self.trace.push(format!(
+                "{from} -> {to}: ResyncData {block}+{} {:x?}",
+                data.len() / BLOCK_SIZE,
+                data.chunks(BLOCK_SIZE).map(tag_of).collect::<Vec<_>>()
+            )),
+            replication::Message::Data { block, data, .. } => self.trace.push(format!(
+                "{from} -> {to}: Data {block}+{}",
+                data.len() / BLOCK_SIZE
+            )),
+            _ => {}
         }
         self.event(
             to,
@@ -709,12 +719,27 @@ impl Sim {
             )),
         }
         self.check_failover(id);
-        // The new Primary's view is now the truth; in-flight writes of the dead
-        // Primary are gone or present, both fine.
+        // The new Primary's view is now the truth; writes of the dead Primary
+        // still queued here may yet land (never acknowledged: fine).
+        let mut in_flight: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (_, op) in &self.nodes[id as usize].disk_ops {
+            if let DiskOp::Write { block, data } = op {
+                for (i, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
+                    in_flight
+                        .entry(block + i as u64)
+                        .or_default()
+                        .push(tag_of(chunk));
+                }
+            }
+        }
         for (block, model) in self.model.iter_mut().enumerate() {
             let have = self.nodes[id as usize].disk.read(block as u64);
             model.acked = have;
-            model.pending.clear();
+            // Writes the dead Primary had sent may still be queued here (in the
+            // engine or at the disk): they stay possible.
+            model
+                .pending
+                .extend(in_flight.remove(&(block as u64)).unwrap_or_default());
         }
     }
 
