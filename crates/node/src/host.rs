@@ -213,13 +213,14 @@ impl ResourceHost {
             .spawn(move || state.run(inbox))
             .map_err(|e| e.to_string())?;
 
-        let mount = DeviceMount::serve(
-            engine_device,
-            &mountpoint,
-            gate.clone(),
-            &ServeOptions::default(),
-        )
-        .map_err(|e| format!("serving the device over FUSE: {e}"))?;
+        // Each FUSE thread waits for its request's replication: as many threads
+        // as requests the kernel keeps in flight (fio's QD16, the loop driver's).
+        let serve_options = ServeOptions {
+            threads: 16,
+            ..ServeOptions::default()
+        };
+        let mount = DeviceMount::serve(engine_device, &mountpoint, gate.clone(), &serve_options)
+            .map_err(|e| format!("serving the device over FUSE: {e}"))?;
         let loop_device = LoopDevice::attach(mount.file(), &LoopOptions::default())
             .map_err(|e| format!("attaching a loop device: {e}"))?;
         device::make_device_node(std::path::Path::new(&spec.device), loop_device.path())
