@@ -1,4 +1,7 @@
-//! FUSE frontends of tandem. So far the block-device frontend: one
+//! FUSE frontends of tandem: the block-device frontend and the read-only
+//! OCFS2 filesystem ([`VolumeFs`]).
+//!
+//! The block-device frontend is one
 //! [`BlockDevice`](blockdev::BlockDevice) served as a single regular file in a
 //! FUSE mount, a loop device attached to that file (that loop device is what
 //! `/dev/drbdN` names), and the [`OpenGate`] that makes the device refuse use
@@ -21,8 +24,10 @@ mod fs;
 mod gate;
 mod loopdev;
 mod mount;
+mod volume_fs;
 
 pub use fs::DeviceFs;
 pub use gate::OpenGate;
 pub use loopdev::{backing_device, detach_number, LoopDevice, LoopOptions};
 pub use mount::{fuse_connection_of, DeviceMount, ServeOptions, ShutdownReport};
+pub use volume_fs::{mount_read_only, MountRefusal, VolumeFs};

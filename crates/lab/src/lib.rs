@@ -36,7 +36,7 @@
 //! lab/nodes/NAME/etc/{upper,work}    the node's private layer of /etc
 //! ```
 
-mod mountinfo;
+pub mod mountinfo;
 mod node_setup;
 
 use std::collections::HashSet;

@@ -49,6 +49,8 @@ enum Command {
     /// The node daemon (started by `drbdadm up`; runs until `drbdadm down` of
     /// everything and a shutdown request).
     Daemon,
+    /// Mount an OCFS2 volume through FUSE (read-only so far: `-o ro`).
+    Mount(cli::mount::MountArgs),
     /// Offline, read-only inspection of an OCFS2 volume.
     #[command(subcommand)]
     Ocfs2(cli::ocfs2::Ocfs2Command),
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::O2cb { args } => cli::o2cb::main(args),
         Command::MkfsOcfs2 { args } => cli::mkfs_ocfs2::main(args),
         Command::Ocfs2(command) => cli::ocfs2::main(command),
+        Command::Mount(args) => cli::mount::main(args),
         Command::Daemon => match node::daemon::run(&node::control::socket_path()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -3,5 +3,6 @@
 pub mod drbdadm;
 pub mod lab;
 pub mod mkfs_ocfs2;
+pub mod mount;
 pub mod o2cb;
 pub mod ocfs2;
