@@ -566,16 +566,7 @@ impl Dlm {
     }
 
     fn dispatch(&mut self, from: u8, message: DlmMessage) {
-        let domain = match &message {
-            DlmMessage::SyncRequest { domain, .. }
-            | DlmMessage::SyncReply { domain, .. }
-            | DlmMessage::Request { domain, .. }
-            | DlmMessage::Grant { domain, .. }
-            | DlmMessage::Bast { domain, .. }
-            | DlmMessage::Downconvert { domain, .. }
-            | DlmMessage::RecoveryDone { domain, .. } => domain,
-        };
-        if *domain != self.domain {
+        if message.domain() != self.domain {
             return;
         }
         match message {

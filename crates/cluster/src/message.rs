@@ -119,6 +119,21 @@ pub enum DlmMessage {
     },
 }
 
+impl DlmMessage {
+    /// The lock domain the message belongs to.
+    pub fn domain(&self) -> &str {
+        match self {
+            DlmMessage::SyncRequest { domain, .. }
+            | DlmMessage::SyncReply { domain, .. }
+            | DlmMessage::Request { domain, .. }
+            | DlmMessage::Grant { domain, .. }
+            | DlmMessage::Bast { domain, .. }
+            | DlmMessage::Downconvert { domain, .. }
+            | DlmMessage::RecoveryDone { domain, .. } => domain,
+        }
+    }
+}
+
 /// One node's lock on one resource, as reported to a new master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockState {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_spec::ClusterSpec;
 use crate::spec::ResourceSpec;
 
 /// Where the daemon listens (inside a lab node, its private `/run`).
@@ -46,12 +47,50 @@ pub enum Request {
     },
     /// Stop the daemon (after `down` of every resource).
     Shutdown,
+    /// `o2cb register-cluster`: start the cluster stack (listening, offline).
+    ClusterRegister(ClusterSpec),
+    /// `o2cb unregister-cluster`.
+    ClusterUnregister {
+        cluster: String,
+    },
+    /// `o2cb start-heartbeat`: heartbeat on the regions and join the cluster.
+    HeartbeatStart {
+        cluster: String,
+        regions: Vec<String>,
+    },
+    /// `o2cb stop-heartbeat`: leave the cluster.
+    HeartbeatStop {
+        cluster: String,
+    },
+    ClusterStatus,
+    /// Take a lock and hold it while this connection stays open. Answered by
+    /// `Granted` (then `Blocking` notices, or an `Error` if the lock is lost);
+    /// the client ends with [`Request::Release`] or by closing the connection.
+    Lock {
+        domain: String,
+        name: String,
+        /// NL, PR or EX.
+        mode: String,
+    },
+    /// On a `Lock` connection: release it, with a new value block from EX.
+    Release {
+        lvb: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     Ok,
     Status(Vec<ResourceStatus>),
+    Cluster(ClusterStatus),
+    Granted {
+        mode: String,
+        lvb: Vec<u8>,
+    },
+    /// Another node waits for `wanted` on a lock this connection holds.
+    Blocking {
+        wanted: String,
+    },
     /// A refusal: the message and drbdadm's exit code for it.
     Error {
         message: String,
@@ -84,6 +123,51 @@ pub struct PeerStatus {
     pub blocks: u64,
     /// Out-of-sync blocks when the current resync started (for `done:`).
     pub sync_total: u64,
+}
+
+/// The cluster stack as `o2cb cluster-status` and the lock listing show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    pub local: u8,
+    /// Heartbeating and joined to whoever else is.
+    pub online: bool,
+    /// Why this node fenced itself, if it did.
+    pub fenced: Option<String>,
+    /// This start's incarnation (0 before the first start).
+    pub generation: u64,
+    pub regions: Vec<String>,
+    pub nodes: Vec<NodeStatus>,
+    pub domains: Vec<DomainLocks>,
+    /// Lock-manager messages sent since registration.
+    pub messages_sent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub number: u8,
+    pub name: String,
+    pub address: String,
+    pub local: bool,
+    pub member: bool,
+    pub connected: bool,
+    pub heartbeating: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainLocks {
+    pub domain: String,
+    pub locks: Vec<LockInfo>,
+}
+
+/// A lock resource: mastered here (all holders and waiters), or held here and
+/// mastered elsewhere (our own mode only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub name: String,
+    pub master: u8,
+    pub holders: Vec<(u8, String)>,
+    pub waiting: Vec<(u8, String)>,
 }
 
 /// Sends one request to the daemon at `socket` and waits for its answer.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use replication::Admin;
 
+use crate::cluster_host::{ClusterHost, LockEvent};
 use crate::control::{Request, Response};
 use crate::host::ResourceHost;
 
@@ -19,6 +20,17 @@ const EXIT_STATE_CHANGE: i32 = 11;
 const EXIT_NO_RESOURCE: i32 = 10;
 
 type Resources = Arc<Mutex<HashMap<String, ResourceHost>>>;
+type ClusterSlot = Arc<Mutex<Option<ClusterHost>>>;
+
+/// What the daemon hosts: resources, and the cluster stack once registered.
+#[derive(Clone)]
+struct State {
+    resources: Resources,
+    cluster: ClusterSlot,
+}
+
+/// o2cb's exit status for a failed cluster operation.
+const EXIT_CLUSTER: i32 = 1;
 
 /// Runs the daemon on `socket` until a `Shutdown` request.
 pub fn run(socket: &Path) -> std::io::Result<()> {
@@ -40,26 +52,31 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
         socket.display(),
         std::process::id()
     );
-    let resources: Resources = Arc::new(Mutex::new(HashMap::new()));
-    stop_on_signals(resources.clone(), socket.to_owned())?;
+    let state = State {
+        resources: Arc::new(Mutex::new(HashMap::new())),
+        cluster: Arc::new(Mutex::new(None)),
+    };
+    stop_on_signals(state.clone(), socket.to_owned())?;
+    // One thread per connection: a lock holder keeps its connection open for
+    // as long as it holds the lock.
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let resources = resources.clone();
-        let shutdown = std::thread::spawn(move || serve(stream, &resources))
-            .join()
-            .unwrap_or(false);
-        if shutdown {
-            break;
-        }
+        let state = state.clone();
+        let socket = socket.to_owned();
+        std::thread::spawn(move || {
+            if serve(stream, &state) {
+                let _ = std::fs::remove_file(&socket);
+                eprintln!("tandemd: stopped");
+                std::process::exit(0);
+            }
+        });
     }
-    let _ = std::fs::remove_file(socket);
-    eprintln!("tandemd: stopped");
     Ok(())
 }
 
 /// SIGTERM/SIGINT (the machine shutting down, `tandem lab down`): take every
 /// resource down, in use or not, so no loop device or mount is left behind.
-fn stop_on_signals(resources: Resources, socket: std::path::PathBuf) -> std::io::Result<()> {
+fn stop_on_signals(state: State, socket: std::path::PathBuf) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
@@ -67,7 +84,10 @@ fn stop_on_signals(resources: Resources, socket: std::path::PathBuf) -> std::io:
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 eprintln!("tandemd: signal {signal}: taking every resource down");
-                if let Ok(mut table) = resources.lock() {
+                if let Some(cluster) = state.cluster.lock().ok().and_then(|mut c| c.take()) {
+                    cluster.unregister();
+                }
+                if let Ok(mut table) = state.resources.lock() {
                     for (name, host) in table.drain() {
                         host.down();
                         eprintln!("tandemd: {name}: down");
@@ -80,15 +100,24 @@ fn stop_on_signals(resources: Resources, socket: std::path::PathBuf) -> std::io:
     Ok(())
 }
 
-/// Answers one request; true when the daemon should stop.
-fn serve(stream: UnixStream, resources: &Resources) -> bool {
+/// Answers one request (or serves one lock holder); true when the daemon
+/// should stop.
+fn serve(stream: UnixStream, state: &State) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(&stream);
     let mut line = String::new();
-    if BufReader::new(&stream).read_line(&mut line).is_err() {
+    if reader.read_line(&mut line).is_err() {
         return false;
     }
     let (response, stop) = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => handle(request, resources),
+        Ok(Request::Lock { domain, name, mode }) => {
+            serve_lock(&stream, reader, &state.cluster, &domain, &name, &mode);
+            return false;
+        }
+        Ok(request) => match handle_cluster(&request, &state.cluster) {
+            Some(response) => (response, false),
+            None => handle(request, state),
+        },
         Err(e) => (
             Response::Error {
                 message: format!("bad request: {e}"),
@@ -97,19 +126,218 @@ fn serve(stream: UnixStream, resources: &Resources) -> bool {
             false,
         ),
     };
-    if let Ok(mut text) = serde_json::to_string(&response) {
-        text.push('\n');
-        let _ = (&stream).write_all(text.as_bytes());
-    }
+    send(&stream, &response);
     stop
+}
+
+fn send(stream: &UnixStream, response: &Response) -> bool {
+    match serde_json::to_string(response) {
+        Ok(mut text) => {
+            text.push('\n');
+            (&*stream).write_all(text.as_bytes()).is_ok()
+        }
+        Err(_) => false,
+    }
+}
+
+/// The cluster stack's requests; None for the others.
+fn handle_cluster(request: &Request, cluster: &ClusterSlot) -> Option<Response> {
+    let Ok(mut slot) = cluster.lock() else {
+        return Some(error("internal error".into(), 20));
+    };
+    let not_registered = |name: &str| {
+        error(
+            format!("cluster '{name}' is not registered (o2cb register-cluster {name})"),
+            EXIT_CLUSTER,
+        )
+    };
+    let matching = |slot: &Option<ClusterHost>, name: &str| {
+        slot.as_ref().filter(|h| h.spec().cluster == name).is_some()
+    };
+    Some(match request {
+        Request::ClusterRegister(spec) => match slot.as_ref() {
+            Some(host) if host.spec() == spec => Response::Ok,
+            Some(host) => error(
+                format!(
+                    "cluster '{}' is registered already; unregister it first",
+                    host.spec().cluster
+                ),
+                EXIT_CLUSTER,
+            ),
+            None => match ClusterHost::register(spec.clone()) {
+                Ok(host) => {
+                    *slot = Some(host);
+                    Response::Ok
+                }
+                Err(e) => error(e, EXIT_CLUSTER),
+            },
+        },
+        Request::ClusterUnregister { cluster } => {
+            if matching(&slot, cluster) {
+                if let Some(host) = slot.take() {
+                    host.unregister();
+                }
+            }
+            Response::Ok
+        }
+        Request::HeartbeatStart { cluster, regions } => match slot.as_ref() {
+            Some(host) if host.spec().cluster == *cluster => {
+                match host.start_heartbeat(regions.iter().map(Into::into).collect()) {
+                    Ok(()) => Response::Ok,
+                    Err(e) => error(e, EXIT_CLUSTER),
+                }
+            }
+            _ => not_registered(cluster),
+        },
+        Request::HeartbeatStop { cluster } => match slot.as_ref() {
+            Some(host) if host.spec().cluster == *cluster => match host.stop_heartbeat() {
+                Ok(()) => Response::Ok,
+                Err(e) => error(e, EXIT_CLUSTER),
+            },
+            _ => not_registered(cluster),
+        },
+        Request::ClusterStatus => match slot.as_ref() {
+            Some(host) => match host.status() {
+                Ok(status) => Response::Cluster(status),
+                Err(e) => error(e, EXIT_CLUSTER),
+            },
+            None => error("no cluster is registered".into(), EXIT_CLUSTER),
+        },
+        Request::Release { .. } => error("no lock is held on this connection".into(), 20),
+        _ => return None,
+    })
+}
+
+/// Serves one lock holder: waits for the grant, passes on blocking notices,
+/// and releases the lock when asked or when the client goes away.
+fn serve_lock(
+    stream: &UnixStream,
+    mut reader: BufReader<&UnixStream>,
+    cluster: &ClusterSlot,
+    domain: &str,
+    name: &str,
+    mode: &str,
+) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+    let client = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+    let fail = |message: String| {
+        send(stream, &error(message, EXIT_CLUSTER));
+    };
+    let Some(mode) = parse_mode(mode) else {
+        return fail(format!("unknown lock mode '{mode}' (NL, PR or EX)"));
+    };
+    let lock_name = match cluster::dlm::LockName::new(name.as_bytes()) {
+        Ok(n) => n,
+        Err(e) => return fail(e.to_string()),
+    };
+    let events = {
+        let Ok(slot) = cluster.lock() else { return };
+        match slot.as_ref() {
+            Some(host) => host.lock(domain, lock_name.clone(), mode, client),
+            None => Err("no cluster is registered".to_string()),
+        }
+    };
+    let events = match events {
+        Ok(rx) => rx,
+        Err(e) => return fail(e),
+    };
+    let release = |lvb: Option<[u8; cluster::dlm::LVB_LEN]>| -> Result<(), String> {
+        let Ok(slot) = cluster.lock() else {
+            return Err("internal error".into());
+        };
+        match slot.as_ref() {
+            Some(host) => host.release(domain, lock_name.clone(), client, lvb),
+            None => Ok(()),
+        }
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut line = String::new();
+    loop {
+        match events.try_recv() {
+            Ok(LockEvent::Granted { mode, lvb }) => {
+                if !send(
+                    stream,
+                    &Response::Granted {
+                        mode: mode.to_string(),
+                        lvb: lvb.to_vec(),
+                    },
+                ) {
+                    let _ = release(None);
+                    return;
+                }
+            }
+            Ok(LockEvent::Blocking { wanted }) => {
+                let _ = send(
+                    stream,
+                    &Response::Blocking {
+                        wanted: wanted.to_string(),
+                    },
+                );
+            }
+            Ok(LockEvent::Lost(why)) => return fail(why),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return fail("the cluster stack stopped".into())
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        match reader.read_line(&mut line) {
+            // The client is gone: its lock goes with it.
+            Ok(0) => {
+                let _ = release(None);
+                return;
+            }
+            Ok(_) => {
+                let request = serde_json::from_str::<Request>(&line);
+                line.clear();
+                let response = match request {
+                    Ok(Request::Release { lvb }) => {
+                        let lvb = lvb.map(|v| {
+                            let mut block = [0u8; cluster::dlm::LVB_LEN];
+                            let n = v.len().min(block.len());
+                            block[..n].copy_from_slice(&v[..n]);
+                            block
+                        });
+                        match release(lvb) {
+                            Ok(()) => Response::Ok,
+                            Err(e) => error(e, EXIT_CLUSTER),
+                        }
+                    }
+                    _ => error("expected Release on a lock connection".into(), 20),
+                };
+                send(stream, &response);
+                if matches!(response, Response::Ok) {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                let _ = release(None);
+                return;
+            }
+        }
+    }
+}
+
+fn parse_mode(text: &str) -> Option<cluster::dlm::Mode> {
+    match text.to_ascii_uppercase().as_str() {
+        "NL" => Some(cluster::dlm::Mode::Nl),
+        "PR" => Some(cluster::dlm::Mode::Pr),
+        "EX" => Some(cluster::dlm::Mode::Ex),
+        _ => None,
+    }
 }
 
 fn error(message: String, code: i32) -> Response {
     Response::Error { message, code }
 }
 
-fn handle(request: Request, resources: &Resources) -> (Response, bool) {
-    let Ok(mut table) = resources.lock() else {
+fn handle(request: Request, state: &State) -> (Response, bool) {
+    let Ok(mut table) = state.resources.lock() else {
         return (error("internal error".into(), 20), false);
     };
     let admin =
@@ -238,8 +466,13 @@ fn handle(request: Request, resources: &Resources) -> (Response, bool) {
                 host.down();
                 eprintln!("tandemd: {name}: down");
             }
+            if let Some(cluster) = state.cluster.lock().ok().and_then(|mut c| c.take()) {
+                cluster.unregister();
+            }
             return (Response::Ok, true);
         }
+        // Answered by handle_cluster.
+        _ => error("internal error: misrouted request".into(), 20),
     };
     (response, false)
 }

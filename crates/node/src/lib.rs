@@ -19,6 +19,8 @@
 //! (`/run/tandem/tandemd.sock`, root only) with one JSON request and one JSON
 //! response per connection ([`control`]).
 
+mod cluster_host;
+pub mod cluster_spec;
 pub mod control;
 pub mod daemon;
 mod device;

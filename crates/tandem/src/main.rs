@@ -49,6 +49,15 @@ enum Command {
     /// The node daemon (started by `drbdadm up`; runs until `drbdadm down` of
     /// everything and a shutdown request).
     Daemon,
+    /// The lock manager from the shell: take, hold and release a lock; list locks.
+    #[command(subcommand)]
+    Dlm(cli::dlm::DlmCommand),
+    /// Start, stop or show a service, as `systemctl` would (`service o2cb start`).
+    Service {
+        service: cli::service::Service,
+        #[command(subcommand)]
+        action: cli::service::Action,
+    },
     /// Mount an OCFS2 volume through FUSE (read-only so far: `-o ro`).
     Mount(cli::mount::MountArgs),
     /// Offline, read-only inspection of an OCFS2 volume.
@@ -86,6 +95,8 @@ fn main() -> ExitCode {
         Command::MkfsOcfs2 { args } => cli::mkfs_ocfs2::main(args),
         Command::Ocfs2(command) => cli::ocfs2::main(command),
         Command::Mount(args) => cli::mount::main(args),
+        Command::Dlm(command) => cli::dlm::main(command),
+        Command::Service { service, action } => cli::service::main(service, action),
         Command::Daemon => match node::daemon::run(&node::control::socket_path()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

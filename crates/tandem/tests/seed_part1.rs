@@ -4,76 +4,12 @@
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
 //! lab (daemons, mounts, loop devices) down even when an assertion fails.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+mod common;
 
-struct TestLab {
-    dir: PathBuf,
-}
-
-impl TestLab {
-    fn up(name: &str) -> TestLab {
-        let dir = std::env::temp_dir().join(format!("tandem-seed1-{name}-{}", std::process::id()));
-        let lab = TestLab { dir };
-        lab.tandem(&["lab", "down"]);
-        let out = lab.tandem(&["lab", "up", "--nodes", "2"]);
-        assert!(
-            out.status.success(),
-            "lab up: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-
-    fn tandem(&self, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .arg("120")
-            .arg(TANDEM)
-            .args(args)
-            .env("TANDEM_LAB_DIR", &self.dir)
-            .output()
-            .expect("running tandem")
-    }
-
-    /// Runs a shell line in a node (under a 120 s limit).
-    fn sh(&self, node: &str, script: &str) -> Output {
-        self.tandem(&["lab", "exec", node, "--", "sh", "-c", script])
-    }
-
-    fn ok(&self, node: &str, script: &str) -> String {
-        let out = self.sh(node, script);
-        assert!(
-            out.status.success(),
-            "{node}$ {script}\nexit: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log(node)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn log(&self, node: &str) -> String {
-        let out = self.sh(node, "cat /run/tandem/tandemd.log 2>/dev/null | tail -30");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn image(&self, node: &str, disk: &str) -> PathBuf {
-        self.dir.join(format!("nodes/{node}/disks/{disk}.img"))
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        let out = self.tandem(&["lab", "down"]);
-        if !out.status.success() && !std::thread::panicking() {
-            panic!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-    }
-}
+use common::TestLab;
 
 /// The seed's wwwdata.res with the lab's addresses.
 const WWWDATA: &str = "resource wwwdata { 
@@ -144,7 +80,7 @@ fn wait_for(lab: &TestLab, node: &str, wanted: &str, limit: Duration) -> String 
 
 #[test]
 fn seed_part_one_xfs_on_the_primary_refused_on_the_secondary_and_handed_over() {
-    let lab = TestLab::up("xfs");
+    let lab = TestLab::up("seed1-xfs", 2);
     bring_up(&lab);
 
     // Step 6: the status while syncing, then in sync.
@@ -246,7 +182,7 @@ fn checksum(image: &std::path::Path, len: u64) -> String {
 
 #[test]
 fn after_a_disconnect_only_the_written_blocks_are_resynced() {
-    let lab = TestLab::up("resync");
+    let lab = TestLab::up("seed1-resync", 2);
     bring_up(&lab);
     wait_for(
         &lab,

@@ -3,8 +3,9 @@
 //! The configuration verbs edit `/etc/ocfs2/cluster.conf` (or `--config-file`)
 //! with the rules of the `cluster` crate and write it back whole, through a
 //! temporary file and a rename, so a failure never leaves half a file. The verbs
-//! that talk to a running cluster stack (`register-cluster`, `start-heartbeat`,
-//! ...) come with tandem's membership layer.
+//! that drive the running cluster stack (`register-cluster`, `start-heartbeat`,
+//! `cluster-status`, ...) resolve cluster.conf and `/etc/default/o2cb` into a
+//! [`ClusterSpec`] and talk to the node daemon, starting it if needed.
 
 use std::net::{IpAddr, Ipv4Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -12,8 +13,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cluster::conf::{heartbeat_stanza, node_stanza, ClusterConf, HeartbeatMode};
+use cluster::settings::O2cbSettings;
+use node::cluster_spec::{ClusterNode, ClusterSpec};
+use node::control::{self, ClusterStatus, Request, Response};
 
 const DEFAULT_CONFIG_FILE: &str = "/etc/ocfs2/cluster.conf";
+/// The o2cb service's settings.
+pub const SETTINGS_FILE: &str = "/etc/default/o2cb";
 
 #[derive(Parser)]
 #[command(name = "o2cb", about = "Configure the o2cb cluster stack (tandem)")]
@@ -61,6 +67,17 @@ enum Verb {
     ListNodes { cluster: String },
     /// List a cluster's heartbeat regions.
     ListHeartbeats { cluster: String },
+    /// Start the cluster stack for a cluster on this node (listening, not yet
+    /// heartbeating).
+    RegisterCluster { cluster: String },
+    /// Stop the cluster stack.
+    UnregisterCluster { cluster: String },
+    /// Start the global heartbeat on the cluster's regions and join the cluster.
+    StartHeartbeat { cluster: String },
+    /// Stop the heartbeat: leave the cluster.
+    StopHeartbeat { cluster: String },
+    /// Show the state of the cluster stack: nodes, heartbeat, fencing.
+    ClusterStatus { cluster: Option<String> },
 }
 
 pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
@@ -77,6 +94,14 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
 fn run(args: &Args) -> Result<(), String> {
     let path = &args.config_file;
     let mut conf = read(path)?;
+    match &args.command {
+        Verb::RegisterCluster { cluster } => return register_cluster(&conf, cluster),
+        Verb::UnregisterCluster { cluster } => return unregister_cluster(cluster),
+        Verb::StartHeartbeat { cluster } => return start_heartbeat(&conf, cluster),
+        Verb::StopHeartbeat { cluster } => return stop_heartbeat(cluster),
+        Verb::ClusterStatus { cluster } => return cluster_status(cluster.as_deref()),
+        _ => {}
+    }
     let cluster_of = |conf: &ClusterConf, name: &str| {
         conf.cluster(name)
             .cloned()
@@ -163,6 +188,11 @@ fn run(args: &Args) -> Result<(), String> {
                 .for_each(|h| print!("{}", heartbeat_stanza(h)));
             return Ok(());
         }
+        Verb::RegisterCluster { .. }
+        | Verb::UnregisterCluster { .. }
+        | Verb::StartHeartbeat { .. }
+        | Verb::StopHeartbeat { .. }
+        | Verb::ClusterStatus { .. } => unreachable!("handled above"),
     }
     write(path, &conf)
 }
@@ -203,4 +233,198 @@ fn look_up(node: &str) -> Result<Ipv4Addr, String> {
             IpAddr::V6(_) => None,
         })
         .ok_or_else(not_found)
+}
+
+/// `/etc/default/o2cb`; a missing file means the defaults.
+pub fn read_settings() -> Result<O2cbSettings, String> {
+    match std::fs::read_to_string(SETTINGS_FILE) {
+        Ok(text) => O2cbSettings::parse(&text, SETTINGS_FILE).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(O2cbSettings::default()),
+        Err(e) => Err(format!("{SETTINGS_FILE}: {e}")),
+    }
+}
+
+/// What the daemon needs for `cluster`: its nodes, this node (by host name,
+/// as o2cb finds it) and the timeouts.
+pub fn cluster_spec(
+    conf: &ClusterConf,
+    cluster: &str,
+    settings: &O2cbSettings,
+) -> Result<ClusterSpec, String> {
+    conf.cluster(cluster)
+        .ok_or_else(|| format!("Unknown cluster '{cluster}'"))?;
+    let host = drbd_config::this_hostname();
+    let nodes: Vec<ClusterNode> = conf
+        .nodes_of(cluster)
+        .map(|n| ClusterNode {
+            number: n.number,
+            name: n.name.clone(),
+            ip: n.ip_address,
+            port: n.ip_port,
+        })
+        .collect();
+    let local = nodes
+        .iter()
+        .find(|n| drbd_config::hostnames_equal(&n.name, &host))
+        .ok_or_else(|| {
+            format!("this host, '{host}', is not a node of cluster '{cluster}' in cluster.conf")
+        })?
+        .number;
+    let ms = |d: std::time::Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    Ok(ClusterSpec {
+        cluster: cluster.to_string(),
+        local,
+        nodes,
+        heartbeat_threshold: settings.heartbeat_threshold,
+        idle_timeout_ms: ms(settings.idle_timeout),
+        keepalive_delay_ms: ms(settings.keepalive_delay),
+        reconnect_delay_ms: ms(settings.reconnect_delay),
+    })
+}
+
+fn call(request: &Request) -> Result<Response, String> {
+    control::call(
+        &control::socket_path(),
+        request,
+        std::time::Duration::from_secs(60),
+    )
+    .map_err(|e| format!("the tandem daemon does not answer: {e}"))
+}
+
+fn expect_ok(response: Response) -> Result<(), String> {
+    match response {
+        Response::Error { message, .. } => Err(message),
+        _ => Ok(()),
+    }
+}
+
+pub fn register_cluster(conf: &ClusterConf, cluster: &str) -> Result<(), String> {
+    let spec = cluster_spec(conf, cluster, &read_settings()?)?;
+    crate::cli::daemon::ensure()?;
+    expect_ok(call(&Request::ClusterRegister(spec))?)
+}
+
+pub fn unregister_cluster(cluster: &str) -> Result<(), String> {
+    if call(&Request::Ping).is_err() {
+        // No daemon: nothing is registered.
+        return Ok(());
+    }
+    expect_ok(call(&Request::ClusterUnregister {
+        cluster: cluster.to_string(),
+    })?)
+}
+
+pub fn start_heartbeat(conf: &ClusterConf, cluster: &str) -> Result<(), String> {
+    let c = conf
+        .cluster(cluster)
+        .ok_or_else(|| format!("Unknown cluster '{cluster}'"))?;
+    if c.heartbeat_mode != HeartbeatMode::Global {
+        return Err(format!(
+            "cluster '{cluster}' uses local heartbeat, which starts when a volume is mounted; \
+             for a cluster-wide heartbeat set `o2cb heartbeat-mode {cluster} global` and add a \
+             region with `o2cb add-heartbeat`"
+        ));
+    }
+    let regions = conf
+        .heartbeats_of(cluster)
+        .map(|h| resolve_region(&h.region))
+        .collect::<Result<Vec<_>, _>>()?;
+    expect_ok(call(&Request::HeartbeatStart {
+        cluster: cluster.to_string(),
+        regions,
+    })?)
+}
+
+pub fn stop_heartbeat(cluster: &str) -> Result<(), String> {
+    expect_ok(call(&Request::HeartbeatStop {
+        cluster: cluster.to_string(),
+    })?)
+}
+
+/// A heartbeat region is a path, or the UUID of an OCFS2 volume on one of
+/// this machine's block devices (as the real tool records it).
+fn resolve_region(region: &str) -> Result<String, String> {
+    if region.starts_with('/') {
+        return Ok(region.to_string());
+    }
+    let wanted = region.replace('-', "").to_ascii_uppercase();
+    let entries = std::fs::read_dir("/dev").map_err(|e| format!("/dev: {e}"))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_block = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()))
+            .unwrap_or(false);
+        if !is_block {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if let Ok(volume) = ocfs2::Volume::open(file) {
+            if volume.superblock().uuid_hex().to_ascii_uppercase() == wanted {
+                return Ok(path.display().to_string());
+            }
+        }
+    }
+    Err(format!(
+        "heartbeat region {region}: no OCFS2 volume with that UUID on this machine's block devices"
+    ))
+}
+
+pub fn status() -> Result<Option<ClusterStatus>, String> {
+    if call(&Request::Ping).is_err() {
+        return Ok(None);
+    }
+    match call(&Request::ClusterStatus)? {
+        Response::Cluster(status) => Ok(Some(status)),
+        _ => Ok(None),
+    }
+}
+
+fn cluster_status(cluster: Option<&str>) -> Result<(), String> {
+    let status = status()?.filter(|s| cluster.is_none_or(|c| c == s.cluster));
+    let Some(s) = status else {
+        match cluster {
+            Some(c) => println!("Cluster '{c}' is offline"),
+            None => println!("No cluster is online"),
+        }
+        return Ok(());
+    };
+    match (&s.fenced, s.online) {
+        (Some(reason), _) => println!("Cluster '{}' is fenced: {reason}", s.cluster),
+        (None, true) => println!("Cluster '{}' is online", s.cluster),
+        (None, false) => println!(
+            "Cluster '{}' is registered; heartbeat not started",
+            s.cluster
+        ),
+    }
+    for region in &s.regions {
+        println!("  Global heartbeat region {region}");
+    }
+    for n in &s.nodes {
+        let mut state = Vec::new();
+        if n.local {
+            state.push("this node");
+        }
+        if n.member {
+            state.push("member");
+        }
+        if n.connected {
+            state.push("connected");
+        }
+        if n.heartbeating {
+            state.push("heartbeating");
+        }
+        if state.is_empty() {
+            state.push("down");
+        }
+        println!(
+            "  Node {} {} {}: {}",
+            n.number,
+            n.name,
+            n.address,
+            state.join(", ")
+        );
+    }
+    Ok(())
 }

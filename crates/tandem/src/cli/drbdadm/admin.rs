@@ -7,10 +7,9 @@
 //! `/run/tandem/tandemd.log`).
 
 use std::io::IsTerminal;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use drbd_config::{Config, Resource};
 use node::control::{self, Request, ResourceStatus, Response};
@@ -162,64 +161,9 @@ fn call(request: &Request) -> Result<Response, Failure> {
 
 fn expect_ok(response: Response) -> Result<(), Failure> {
     match response {
-        Response::Ok | Response::Status(_) => Ok(()),
         Response::Error { message, code } => Err((message, u8::try_from(code).unwrap_or(1))),
+        _ => Ok(()),
     }
-}
-
-/// Starts the daemon unless one answers, and waits for it.
-fn ensure_daemon() -> Result<(), Failure> {
-    let socket = control::socket_path();
-    if control::call(&socket, &Request::Ping, Duration::from_secs(5)).is_ok() {
-        return Ok(());
-    }
-    let dir = socket.parent().unwrap_or(Path::new("/run/tandem"));
-    std::fs::create_dir_all(dir).map_err(|e| (format!("{}: {e}", dir.display()), EXIT_DAEMON))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("tandemd.log"))
-        .map_err(|e| (format!("opening the daemon's log: {e}"), EXIT_DAEMON))?;
-    let me = std::env::current_exe().map_err(|e| (e.to_string(), EXIT_DAEMON))?;
-    let mut command = Command::new(me);
-    command
-        .arg("daemon")
-        .env("TANDEM_SOCKET", &socket)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| (e.to_string(), EXIT_DAEMON))?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory; the daemon must
-    // outlive this command and its terminal.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| (format!("starting the daemon: {e}"), EXIT_DAEMON))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if control::call(&socket, &Request::Ping, Duration::from_secs(2)).is_ok() {
-            // Not waited for: it is the daemon; reaped by init when it ends.
-            std::mem::forget(child);
-            return Ok(());
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err((
-                format!(
-                    "the daemon exited at once ({status}); see {}",
-                    dir.join("tandemd.log").display()
-                ),
-                EXIT_DAEMON,
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(("the daemon did not come up within 10 s".into(), EXIT_DAEMON))
 }
 
 fn statuses(name: Option<&str>) -> Result<Vec<ResourceStatus>, Failure> {
@@ -227,8 +171,8 @@ fn statuses(name: Option<&str>) -> Result<Vec<ResourceStatus>, Failure> {
         resource: name.map(str::to_string),
     })? {
         Response::Status(all) => Ok(all),
-        Response::Ok => Ok(Vec::new()),
         Response::Error { message, code } => Err((message, u8::try_from(code).unwrap_or(1))),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -242,7 +186,7 @@ fn run_inner(
     let targets = resources(&config, names)?;
     match verb {
         "up" | "adjust" | "attach" => {
-            ensure_daemon()?;
+            crate::cli::daemon::ensure().map_err(|e| (e, EXIT_DAEMON))?;
             for r in &targets {
                 expect_ok(call(&Request::Up(spec_of(r)?))?)?;
             }

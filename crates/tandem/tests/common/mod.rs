@@ -1,0 +1,95 @@
+//! The lab as the end-to-end tests use it: a lab of its own per test (its own
+//! directory, namespaces and network), commands in its nodes under a time
+//! limit, and a guard that takes it all down (daemons, mounts, loop devices)
+//! even when an assertion fails.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+
+pub struct TestLab {
+    pub dir: PathBuf,
+}
+
+impl TestLab {
+    /// A fresh lab of `nodes` nodes named after the test.
+    pub fn up(name: &str, nodes: usize) -> TestLab {
+        let dir = std::env::temp_dir().join(format!("tandem-{name}-{}", std::process::id()));
+        let lab = TestLab { dir };
+        lab.tandem(&["lab", "down"]);
+        let out = lab.tandem(&["lab", "up", "--nodes", &nodes.to_string()]);
+        assert!(
+            out.status.success(),
+            "lab up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    /// Runs `tandem ARGS` for this lab, under a 120 s limit.
+    pub fn tandem(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .arg("120")
+            .arg(TANDEM)
+            .args(args)
+            .env("TANDEM_LAB_DIR", &self.dir)
+            .output()
+            .expect("running tandem")
+    }
+
+    /// A command line for a shell line in a node (for callers that spawn it).
+    pub fn command(&self, node: &str, limit_secs: u32, script: &str) -> Command {
+        let mut c = Command::new("timeout");
+        c.arg(limit_secs.to_string())
+            .arg(TANDEM)
+            .args(["lab", "exec", node, "--", "sh", "-c", script])
+            .env("TANDEM_LAB_DIR", &self.dir);
+        c
+    }
+
+    /// Runs a shell line in a node (under a 120 s limit).
+    pub fn sh(&self, node: &str, script: &str) -> Output {
+        self.tandem(&["lab", "exec", node, "--", "sh", "-c", script])
+    }
+
+    /// Runs a shell line that must succeed; its standard output.
+    pub fn ok(&self, node: &str, script: &str) -> String {
+        let out = self.sh(node, script);
+        assert!(
+            out.status.success(),
+            "{node}$ {script}\nexit: {}\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log(node)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The end of a node's daemon log.
+    pub fn log(&self, node: &str) -> String {
+        let out = self.sh(node, "cat /run/tandem/tandemd.log 2>/dev/null | tail -40");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The backing file of a node's disk (`sdb`, `sdc`).
+    pub fn image(&self, node: &str, disk: &str) -> PathBuf {
+        self.dir.join(format!("nodes/{node}/disks/{disk}.img"))
+    }
+
+    /// The lab's network namespace (shared by its nodes).
+    pub fn netns(&self) -> PathBuf {
+        self.dir.join("nodes/net")
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = self.tandem(&["lab", "down"]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
