@@ -41,6 +41,17 @@ pub enum Request {
     Disconnect {
         resource: String,
     },
+    /// Give up the backing disk (Diskless).
+    Detach {
+        resource: String,
+    },
+    /// Take the backing disk back (or `up`, if the resource is not up).
+    Attach(ResourceSpec),
+    /// Online verify with every peer; `alg` is the configured `verify-alg`.
+    Verify {
+        resource: String,
+        alg: String,
+    },
     /// Status of one resource, or of all.
     Status {
         resource: Option<String>,
@@ -113,7 +124,7 @@ pub struct PeerStatus {
     pub node_id: u8,
     /// StandAlone, Connecting or Connected.
     pub connection: String,
-    /// Off, Established, SyncSource, SyncTarget.
+    /// Off, Established, SyncSource, SyncTarget, VerifyS, VerifyT.
     pub replication: String,
     pub role: Option<String>,
     pub disk: Option<String>,
@@ -123,6 +134,11 @@ pub struct PeerStatus {
     pub blocks: u64,
     /// Out-of-sync blocks when the current resync started (for `done:`).
     pub sync_total: u64,
+    /// Online verify: blocks compared and blocks to compare (VerifyS/VerifyT).
+    #[serde(default)]
+    pub verify_done: u64,
+    #[serde(default)]
+    pub verify_total: u64,
 }
 
 /// The cluster stack as `o2cb cluster-status` and the lock listing show it.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use replication::Admin;
+use replication::{Admin, VerifyAlg};
 
 use crate::cluster_host::{ClusterHost, LockEvent};
 use crate::control::{Request, Response};
@@ -323,6 +323,28 @@ fn serve_lock(
     }
 }
 
+/// Runs one administrative command per peer of `resource`; the last refusal,
+/// if any.
+fn every_peer(
+    table: &HashMap<String, ResourceHost>,
+    resource: &str,
+    command: impl Fn(u8) -> Admin,
+) -> Response {
+    let Some(host) = table.get(resource) else {
+        return error(
+            format!("{resource}: not up (drbdadm up {resource})"),
+            EXIT_NO_RESOURCE,
+        );
+    };
+    let mut response = Response::Ok;
+    for peer in host.spec.peers.iter().map(|p| p.node_id) {
+        if let Err(e) = host.admin(command(peer)) {
+            response = error(e, EXIT_STATE_CHANGE);
+        }
+    }
+    response
+}
+
 fn parse_mode(text: &str) -> Option<cluster::dlm::Mode> {
     match text.to_ascii_uppercase().as_str() {
         "NL" => Some(cluster::dlm::Mode::Nl),
@@ -390,46 +412,34 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
         Request::Connect {
             resource,
             discard_my_data,
-        } => match table.get(&resource) {
-            None => error(
-                format!("{resource}: not up (drbdadm up {resource})"),
-                EXIT_NO_RESOURCE,
-            ),
-            Some(host) => {
-                let mut response = Response::Ok;
-                for peer in host.spec.peers.iter().map(|p| p.node_id) {
-                    if let r @ Response::Error { .. } = admin(
-                        &table,
-                        &resource,
-                        Admin::Connect {
-                            peer,
-                            discard_my_data,
-                        },
-                    ) {
-                        response = r;
+        } => every_peer(&table, &resource, |peer| Admin::Connect {
+            peer,
+            discard_my_data,
+        }),
+        Request::Detach { resource } => admin(&table, &resource, Admin::Detach),
+        Request::Attach(spec) => match table.get(&spec.name) {
+            Some(host) => match host.attach() {
+                Ok(()) => Response::Ok,
+                Err(e) => error(e, EXIT_STATE_CHANGE),
+            },
+            None => {
+                let name = spec.name.clone();
+                match ResourceHost::start(spec) {
+                    Ok(host) => {
+                        eprintln!("tandemd: {name}: up");
+                        table.insert(name, host);
+                        Response::Ok
                     }
+                    Err(e) => error(format!("{name}: {e}"), EXIT_NO_RESOURCE),
                 }
-                response
             }
         },
+        Request::Verify { resource, alg } => match VerifyAlg::from_name(&alg) {
+            Err(e) => error(format!("{resource}: {e}"), EXIT_NO_RESOURCE),
+            Ok(alg) => every_peer(&table, &resource, |peer| Admin::Verify { peer, alg }),
+        },
         Request::Disconnect { resource } => {
-            let peers: Vec<u8> = table
-                .get(&resource)
-                .map(|h| h.spec.peers.iter().map(|p| p.node_id).collect())
-                .unwrap_or_default();
-            let mut response = if table.contains_key(&resource) {
-                Response::Ok
-            } else {
-                error(format!("{resource}: not up"), EXIT_NO_RESOURCE)
-            };
-            for peer in peers {
-                if let r @ Response::Error { .. } =
-                    admin(&table, &resource, Admin::Disconnect { peer })
-                {
-                    response = r;
-                }
-            }
-            response
+            every_peer(&table, &resource, |peer| Admin::Disconnect { peer })
         }
         Request::Status { resource } => {
             let mut all = Vec::new();

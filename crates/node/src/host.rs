@@ -22,13 +22,13 @@ use blockdev::{BlockDevice, FileDevice, FileDeviceOptions};
 use fuse::{DeviceMount, LoopDevice, LoopOptions, OpenGate, ServeOptions};
 use replication::message::{encode, Message, Protocol};
 use replication::{
-    Action, Admin, AdminError, Config, ConnState, Event, IoError, Note, ReplState, Resource, Role,
-    BLOCK_SIZE,
+    Action, Admin, AdminError, Config, ConnState, DiskState, Event, IoError, Note, ReplState,
+    Resource, Role, BLOCK_SIZE,
 };
 
 use crate::control::{PeerStatus, ResourceStatus};
 use crate::device::{self, EngineDevice};
-use crate::meta_store::{MetaStore, AL_EXTENT_BLOCKS};
+use crate::meta_store::{MetaStore, Opened, AL_EXTENT_BLOCKS};
 use crate::spec::ResourceSpec;
 use crate::transport::{Connection, PeerLink, Transport};
 
@@ -77,7 +77,17 @@ pub enum HostMsg {
     Down {
         reply: Sender<Result<(), String>>,
     },
+    /// `drbdadm attach` of a Diskless resource: the disk re-opened and its
+    /// meta-data read.
+    Attach {
+        disk: Arc<FileDevice>,
+        opened: Box<Opened>,
+        reply: AdminReply,
+    },
 }
+
+/// The backing disk the disk threads use; empty while Diskless.
+type DiskSlot = Arc<Mutex<Option<Arc<FileDevice>>>>;
 
 enum DiskJob {
     Write {
@@ -183,11 +193,13 @@ impl ResourceHost {
             size: opened.blocks * BLOCK_SIZE as u64,
         });
 
-        let jobs = start_disk_threads(disk.clone(), events.clone());
+        let disk_slot: DiskSlot = Arc::new(Mutex::new(Some(disk)));
+        let jobs = start_disk_threads(disk_slot.clone(), events.clone());
         let mut state = EngineThread {
             name: name.clone(),
             engine,
-            store: opened.store,
+            store: Some(opened.store),
+            disk_slot,
             jobs,
             links,
             connections: HashMap::new(),
@@ -252,6 +264,32 @@ impl ResourceHost {
         let (reply, answer) = mpsc::channel();
         self.events
             .send(HostMsg::Admin { command, reply })
+            .map_err(|_| "the resource's engine has stopped".to_string())?;
+        answer
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "no answer from the resource's engine".to_string())?
+    }
+
+    /// `drbdadm attach`: re-opens the backing disk and its meta-data and gives
+    /// them to the (Diskless) engine, which resyncs what changed meanwhile.
+    pub fn attach(&self) -> Result<(), String> {
+        let disk = Arc::new(
+            FileDevice::open(
+                std::path::Path::new(&self.spec.disk),
+                &FileDeviceOptions::default(),
+            )
+            .map_err(|e| format!("{}: cannot open the backing disk: {e}", self.spec.disk))?,
+        );
+        let peers: Vec<u8> = self.spec.peers.iter().map(|p| p.node_id).collect();
+        let opened = MetaStore::open(disk.clone(), self.spec.node_id, &peers)
+            .map_err(|e| format!("{}: {e}", self.spec.disk))?;
+        let (reply, answer) = mpsc::channel();
+        self.events
+            .send(HostMsg::Attach {
+                disk,
+                opened: Box::new(opened),
+                reply,
+            })
             .map_err(|_| "the resource's engine has stopped".to_string())?;
         answer
             .recv_timeout(Duration::from_secs(30))
@@ -324,12 +362,12 @@ fn random_seed() -> u64 {
     u64::from_le_bytes(bytes) ^ u64::from(std::process::id())
 }
 
-fn start_disk_threads(disk: Arc<FileDevice>, events: Sender<HostMsg>) -> Sender<DiskJob> {
+fn start_disk_threads(slot: DiskSlot, events: Sender<HostMsg>) -> Sender<DiskJob> {
     let (jobs, queue) = mpsc::channel::<DiskJob>();
     let queue = Arc::new(Mutex::new(queue));
     for i in 0..DISK_THREADS {
         let queue = queue.clone();
-        let disk = disk.clone();
+        let slot = slot.clone();
         let events = events.clone();
         let _ = thread::Builder::new()
             .name(format!("disk-{i}"))
@@ -339,6 +377,25 @@ fn start_disk_threads(disk: Arc<FileDevice>, events: Sender<HostMsg>) -> Sender<
                     Err(_) => return,
                 };
                 let Ok(job) = job else { return };
+                // The engine sends no disk job while Diskless; a missing disk
+                // fails the job rather than the thread.
+                let Some(disk) = slot.lock().ok().and_then(|d| d.clone()) else {
+                    let token = match job {
+                        DiskJob::Write { token, .. }
+                        | DiskJob::Read { token, .. }
+                        | DiskJob::Flush { token } => token,
+                    };
+                    if events
+                        .send(HostMsg::DiskDone {
+                            token,
+                            result: Err(()),
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                };
                 let (token, result) = match job {
                     DiskJob::Write {
                         token,
@@ -373,7 +430,9 @@ fn start_disk_threads(disk: Arc<FileDevice>, events: Sender<HostMsg>) -> Sender<
 struct EngineThread {
     name: String,
     engine: Resource,
-    store: MetaStore,
+    /// None while Diskless.
+    store: Option<MetaStore>,
+    disk_slot: DiskSlot,
     jobs: Sender<DiskJob>,
     links: Vec<Arc<PeerLink>>,
     connections: HashMap<u8, Connection>,
@@ -396,9 +455,12 @@ impl EngineThread {
             match inbox.recv_timeout(timeout) {
                 Ok(HostMsg::Down { reply }) => {
                     let result = if self.engine.is_idle() {
-                        self.store
-                            .persist(&self.engine.meta(), true)
-                            .map_err(|e| format!("writing meta-data: {e}"))
+                        match self.store.as_mut() {
+                            Some(store) => store
+                                .persist(&self.engine.meta(), true)
+                                .map_err(|e| format!("writing meta-data: {e}")),
+                            None => Ok(()), // Diskless: the detach wrote them
+                        }
                     } else {
                         Err("requests still in flight; meta-data left for recovery".into())
                     };
@@ -478,6 +540,37 @@ impl EngineThread {
                 let _ = reply.send(self.status());
                 return;
             }
+            HostMsg::Attach {
+                disk,
+                opened,
+                reply,
+            } => {
+                if self.store.is_some() || self.engine.disk() != DiskState::Diskless {
+                    let _ = reply.send(Err(admin_message(&self.name, AdminError::Attached)));
+                    return;
+                }
+                if opened.blocks != self.blocks {
+                    let _ = reply.send(Err(format!(
+                        "{}: the disk now has {} blocks, the device {}",
+                        self.name, opened.blocks, self.blocks
+                    )));
+                    return;
+                }
+                let opened = *opened;
+                self.store = Some(opened.store);
+                if let Ok(mut slot) = self.disk_slot.lock() {
+                    *slot = Some(disk);
+                }
+                log(&self.name, "disk attached");
+                let id = self.id();
+                self.admin_waiting.insert(id, reply);
+                Event::Admin {
+                    id,
+                    command: Admin::Attach {
+                        meta: Box::new(opened.meta),
+                    },
+                }
+            }
             HostMsg::Down { .. } => return,
         };
         let actions = self.engine.handle(event);
@@ -534,9 +627,22 @@ impl EngineThread {
                     let _ = self.jobs.send(DiskJob::Flush { token });
                 }
                 Action::PersistMeta(meta) => {
-                    if let Err(e) = self.store.persist(&meta, false) {
-                        log(&self.name, format!("writing meta-data failed: {e}"));
+                    if let Some(store) = self.store.as_mut() {
+                        if let Err(e) = store.persist(&meta, false) {
+                            log(&self.name, format!("writing meta-data failed: {e}"));
+                        }
                     }
+                }
+                Action::DetachDisk(meta) => {
+                    if let Some(mut store) = self.store.take() {
+                        if let Err(e) = store.persist(&meta, true) {
+                            log(&self.name, format!("writing meta-data failed: {e}"));
+                        }
+                    }
+                    if let Ok(mut slot) = self.disk_slot.lock() {
+                        *slot = None;
+                    }
+                    log(&self.name, "disk detached: Diskless");
                 }
                 Action::Send { peer, message } => {
                     if let Some(connection) = self.connections.get(&peer) {
@@ -590,6 +696,7 @@ impl EngineThread {
                     .conn_state(peer)
                     .unwrap_or(ConnState::StandAlone);
                 let repl = self.engine.repl_state(peer).unwrap_or(ReplState::Off);
+                let progress = self.engine.verify_progress(peer);
                 PeerStatus {
                     name,
                     node_id: peer,
@@ -600,6 +707,8 @@ impl EngineThread {
                     out_of_sync: self.engine.out_of_sync(peer).unwrap_or(0),
                     blocks: self.blocks,
                     sync_total: self.sync_total.get(&peer).copied().unwrap_or(0),
+                    verify_done: progress.map_or(0, |p| p.0),
+                    verify_total: progress.map_or(0, |p| p.1),
                 }
             })
             .collect();
@@ -621,6 +730,11 @@ fn admin_message(resource: &str, e: AdminError) -> String {
         AdminError::UnknownPeer => "(-3) Unknown peer",
         AdminError::PromotionPending => "(-10) Concurrent state changes detected and aborted",
         AdminError::Handshaking => "(-10) Concurrent state changes detected and aborted",
+        AdminError::NeedConnection => "(-15) Need a connection to start verify or resync",
+        AdminError::PrimaryDetach => {
+            "(-2) Need access to UpToDate data (a Primary keeps its disk in tandem: demote it first)"
+        }
+        AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
     };
     format!("{resource}: State change failed: {detail}")
 }
@@ -659,6 +773,19 @@ fn describe(note: &Note, name: impl Fn(u8) -> String) -> String {
             theirs.current,
             theirs.bitmap,
             theirs.history[0]
+        ),
+        Note::VerifyStarted { peer, source } => format!(
+            "Online verify with {} started as {}",
+            name(*peer),
+            if *source { "VerifyS" } else { "VerifyT" }
+        ),
+        Note::VerifyFinished { peer, found } => format!(
+            "Online verify with {} done; Online verify found {found} 4k blocks out of sync",
+            name(*peer)
+        ),
+        Note::VerifyAborted { peer } => format!(
+            "Online verify with {} aborted: the connection was lost",
+            name(*peer)
         ),
         Note::ConcurrentWrite { peer, block } => {
             format!("concurrent write with {} to block {block} detected", name(*peer))

@@ -33,6 +33,10 @@ pub fn format(status: &ResourceStatus) -> String {
                 done(peer.sync_total, peer.out_of_sync)
             ));
         }
+        if peer.replication == "VerifyS" || peer.replication == "VerifyT" {
+            let left = peer.verify_total.saturating_sub(peer.verify_done);
+            out.push_str(&format!(" done:{:.2}", done(peer.verify_total, left)));
+        }
         out.push('\n');
     }
     out.push('\n');
@@ -69,6 +73,8 @@ mod tests {
             out_of_sync: left,
             blocks: 262_144,
             sync_total: 262_144,
+            verify_done: 131_072,
+            verify_total: 262_144,
         }
     }
 
@@ -86,6 +92,8 @@ mod tests {
         );
         status.peers = vec![peer("Connected", "Established", "UpToDate", 0)];
         assert!(format(&status).contains("    replication:Established peer-disk:UpToDate\n"));
+        status.peers = vec![peer("Connected", "VerifyS", "UpToDate", 0)];
+        assert!(format(&status).contains("    replication:VerifyS peer-disk:UpToDate done:50.00\n"));
         status.peers = vec![peer("Connecting", "Off", "UpToDate", 0)];
         assert!(format(&status).contains("  nodo2 connection:Connecting\n"));
     }

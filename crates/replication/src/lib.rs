@@ -15,15 +15,17 @@
 //! size, so the kernel never sends less).
 //!
 //! Modules: [`bitmap`] (out-of-sync blocks), [`uuids`] (generations and the sync
-//! decision), [`message`] (what peers say and its wire encoding), [`resource`] (the
-//! state machine).
+//! decision), [`digest`] (block digests for online verify), [`message`] (what
+//! peers say and its wire encoding), [`resource`] (the state machine).
 
 pub mod bitmap;
+pub mod digest;
 pub mod message;
 pub mod resource;
 pub mod uuids;
 
 pub use bitmap::Bitmap;
+pub use digest::VerifyAlg;
 pub use message::{Message, Protocol};
 pub use resource::{
     Action, Admin, AdminError, Config, Event, IoError, Meta, Note, PeerMeta, Resource,
@@ -69,4 +71,18 @@ pub enum ReplState {
     Established,
     SyncSource,
     SyncTarget,
+    /// Online verify, this node comparing (it ran `drbdadm verify`).
+    VerifyS,
+    /// Online verify, the peer comparing.
+    VerifyT,
+}
+
+impl ReplState {
+    /// Established, or verifying (which replicates writes as Established does).
+    pub fn is_established(self) -> bool {
+        matches!(
+            self,
+            ReplState::Established | ReplState::VerifyS | ReplState::VerifyT
+        )
+    }
 }

@@ -16,6 +16,7 @@
 
 use thiserror::Error;
 
+use crate::digest::VerifyAlg;
 use crate::uuids::HISTORY_LEN;
 use crate::{DiskState, NodeId, Role, BLOCK_SIZE};
 
@@ -114,7 +115,37 @@ pub enum Message {
     SyncDone {
         current: u64,
     },
+    /// Online verify (DRBD's OV_REQUEST): the digests of a run of blocks from
+    /// `block` on the verify source, `alg.digest_len()` bytes each, at most
+    /// [`VERIFY_RUN_BLOCKS`].
+    OvRequest {
+        block: u64,
+        alg: VerifyAlg,
+        digests: Vec<u8>,
+    },
+    /// The target compared the run: bit `i` of `differ` set when block
+    /// `block + i` differs here.
+    OvReply {
+        block: u64,
+        count: u32,
+        differ: u64,
+    },
+    /// The source's verdict on the run (what the target did not see overtaken
+    /// by a write on either side): bit `i` set when block `block + i` is out of
+    /// sync. Both sides mark those blocks in their bitmap.
+    OvResult {
+        block: u64,
+        count: u32,
+        out_of_sync: u64,
+    },
+    /// Online verify ended; `found` blocks were out of sync.
+    VerifyDone {
+        found: u64,
+    },
 }
+
+/// The longest run one verify request covers: a bit per block of a `u64`.
+pub const VERIFY_RUN_BLOCKS: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -133,6 +164,10 @@ enum Kind {
     ResyncData = 12,
     ResyncAck = 13,
     SyncDone = 14,
+    OvRequest = 15,
+    OvReply = 16,
+    OvResult = 17,
+    VerifyDone = 18,
 }
 
 impl Kind {
@@ -153,6 +188,10 @@ impl Kind {
             12 => ResyncData,
             13 => ResyncAck,
             14 => SyncDone,
+            15 => OvRequest,
+            16 => OvReply,
+            17 => OvResult,
+            18 => VerifyDone,
             _ => return None,
         })
     }
@@ -242,6 +281,30 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.0.extend_from_slice(&count.to_be_bytes());
         }
         Message::SyncDone { current } => w.u64(*current),
+        Message::OvRequest {
+            block,
+            alg,
+            digests,
+        } => {
+            w.u64(*block);
+            w.u8(alg.code());
+            w.0.extend_from_slice(digests);
+        }
+        Message::OvReply {
+            block,
+            count,
+            differ: mask,
+        }
+        | Message::OvResult {
+            block,
+            count,
+            out_of_sync: mask,
+        } => {
+            w.u64(*block);
+            w.0.extend_from_slice(&count.to_be_bytes());
+            w.u64(*mask);
+        }
+        Message::VerifyDone { found } => w.u64(*found),
     }
     let len = (out.len() - start - HEADER_LEN) as u32;
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
@@ -363,6 +426,58 @@ pub fn decode(bytes: &[u8]) -> Result<(Message, usize), DecodeError> {
         Kind::SyncDone => Message::SyncDone {
             current: r.u64("current")?,
         },
+        Kind::OvRequest => {
+            let block = r.u64("block")?;
+            let code = r.u8("alg")?;
+            let alg = VerifyAlg::from_code(code)
+                .ok_or_else(|| r.bad("alg", format!("unknown algorithm {code}")))?;
+            let n = r.bytes.len();
+            if n == 0
+                || !n.is_multiple_of(alg.digest_len())
+                || (n / alg.digest_len()) as u64 > VERIFY_RUN_BLOCKS
+            {
+                return Err(r.bad(
+                    "digests",
+                    format!(
+                        "{n} bytes is not 1 to {VERIFY_RUN_BLOCKS} {} digests",
+                        alg.name()
+                    ),
+                ));
+            }
+            let digests = r.take("digests", n)?.to_vec();
+            Message::OvRequest {
+                block,
+                alg,
+                digests,
+            }
+        }
+        Kind::OvReply | Kind::OvResult => {
+            let block = r.u64("block")?;
+            let count = r.u32("count")?;
+            if count == 0 || u64::from(count) > VERIFY_RUN_BLOCKS {
+                return Err(r.bad("count", format!("{count} is not 1 to {VERIFY_RUN_BLOCKS}")));
+            }
+            let mask = r.u64("mask")?;
+            if count < 64 && mask >> count != 0 {
+                return Err(r.bad("mask", format!("bits beyond the run of {count}")));
+            }
+            if kind == Kind::OvReply {
+                Message::OvReply {
+                    block,
+                    count,
+                    differ: mask,
+                }
+            } else {
+                Message::OvResult {
+                    block,
+                    count,
+                    out_of_sync: mask,
+                }
+            }
+        }
+        Kind::VerifyDone => Message::VerifyDone {
+            found: r.u64("found")?,
+        },
     };
     if !r.bytes.is_empty() {
         return Err(r.bad("payload", format!("{} bytes left over", r.bytes.len())));
@@ -386,6 +501,10 @@ fn kind_of(message: &Message) -> Kind {
         Message::ResyncData { .. } => Kind::ResyncData,
         Message::ResyncAck { .. } => Kind::ResyncAck,
         Message::SyncDone { .. } => Kind::SyncDone,
+        Message::OvRequest { .. } => Kind::OvRequest,
+        Message::OvReply { .. } => Kind::OvReply,
+        Message::OvResult { .. } => Kind::OvResult,
+        Message::VerifyDone { .. } => Kind::VerifyDone,
     }
 }
 
@@ -405,6 +524,10 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::ResyncData => "ResyncData",
         Kind::ResyncAck => "ResyncAck",
         Kind::SyncDone => "SyncDone",
+        Kind::OvRequest => "OvRequest",
+        Kind::OvReply => "OvReply",
+        Kind::OvResult => "OvResult",
+        Kind::VerifyDone => "VerifyDone",
     }
 }
 
@@ -566,6 +689,22 @@ mod tests {
                 count: 3,
             },
             Message::SyncDone { current: 42 },
+            Message::OvRequest {
+                block: 64,
+                alg: VerifyAlg::Sha1,
+                digests: vec![3; 40],
+            },
+            Message::OvReply {
+                block: 64,
+                count: 2,
+                differ: 2,
+            },
+            Message::OvResult {
+                block: 64,
+                count: 64,
+                out_of_sync: u64::MAX,
+            },
+            Message::VerifyDone { found: 1 },
         ]
     }
 
@@ -626,7 +765,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..14, at in 0usize..10_000, byte in any::<u8>()) {
+        fn mutated_frames_never_panic(index in 0usize..18, at in 0usize..10_000, byte in any::<u8>()) {
             let mut bytes = Vec::new();
             encode(&samples()[index], &mut bytes);
             let at = at % bytes.len();

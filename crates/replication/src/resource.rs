@@ -22,11 +22,20 @@
 //! - Overlapping writes to the local disk are issued one after another, in arrival
 //!   order; resync never reads a block while a write to it is in flight, and drops a
 //!   read that an application write overtook.
+//! - Online verify (`drbdadm verify`): the source reads runs of blocks and sends
+//!   their digests; the target reads its own and says which differ; the source
+//!   marks the differing blocks out of sync on both sides (not resynced until the
+//!   next handshake, as DRBD). Neither side reads a block under a write, and a
+//!   block written on either side while its comparison is under way is left out
+//!   (the write itself is replicated, so the comparison would prove nothing).
+//! - A handshake between equal generations that finds out-of-sync bits (from a
+//!   verify) resyncs them: from the Primary, else from the lower node id.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::bitmap::Bitmap;
-use crate::message::{Hello, Message, Protocol};
+use crate::digest::VerifyAlg;
+use crate::message::{Hello, Message, Protocol, VERIFY_RUN_BLOCKS};
 use crate::uuids::{self, push_history, HandshakeUuids, SyncDecision, HISTORY_LEN, JUST_CREATED};
 use crate::{ConnState, DiskState, NodeId, ReplState, Role, BLOCK_SIZE};
 
@@ -116,10 +125,28 @@ impl Meta {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admin {
-    Primary { force: bool },
+    Primary {
+        force: bool,
+    },
     Secondary,
-    Connect { peer: NodeId, discard_my_data: bool },
-    Disconnect { peer: NodeId },
+    Connect {
+        peer: NodeId,
+        discard_my_data: bool,
+    },
+    Disconnect {
+        peer: NodeId,
+    },
+    /// Online verify with a connected, in-sync peer; this node is the source.
+    Verify {
+        peer: NodeId,
+        alg: VerifyAlg,
+    },
+    /// Give up the local disk (Diskless), once the local I/O in flight is done.
+    Detach,
+    /// Take the disk back, with the meta-data the host read from it.
+    Attach {
+        meta: Box<Meta>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +201,9 @@ pub enum Action {
     DiskFlush {
         token: u64,
     },
+    /// Detach: persist these meta-data as clean (nothing is in flight) and
+    /// release the backing disk. No disk action follows until an attach.
+    DetachDisk(Meta),
     /// Must be on stable storage before any later action is carried out, and
     /// written with a cache flush of the backing device (as DRBD writes its
     /// activity log): every write completed before it becomes stable too. Evicting
@@ -228,6 +258,12 @@ pub enum AdminError {
     PromotionPending,
     #[error("a connection is being established; try again")]
     Handshaking,
+    #[error("need a connection to start verify or resync")]
+    NeedConnection,
+    #[error("a Primary keeps its disk (demote it first)")]
+    PrimaryDetach,
+    #[error("the device is attached to a disk (use detach first)")]
+    Attached,
 }
 
 /// Things worth telling the administrator about.
@@ -259,6 +295,19 @@ pub enum Note {
     ConcurrentWrite {
         peer: NodeId,
         block: u64,
+    },
+    VerifyStarted {
+        peer: NodeId,
+        source: bool,
+    },
+    /// Online verify ended; `found` blocks differ (now marked out of sync).
+    VerifyFinished {
+        peer: NodeId,
+        found: u64,
+    },
+    /// The connection went before the verify ended.
+    VerifyAborted {
+        peer: NodeId,
     },
     /// Both sides' generations and what was decided from them.
     Handshake {
@@ -311,6 +360,21 @@ enum Op {
         peer: usize,
         gen: u64,
         current: u64,
+    },
+    /// The verify source reads a run to digest it.
+    VerifyRead {
+        peer: usize,
+        gen: u64,
+        block: u64,
+        count: u64,
+    },
+    /// The verify target reads a run to compare it with the source's digests.
+    OvTargetRead {
+        peer: usize,
+        gen: u64,
+        block: u64,
+        alg: VerifyAlg,
+        digests: Vec<u8>,
     },
 }
 
@@ -383,11 +447,37 @@ struct Peer {
     // Resync as target.
     resync_writes: u32,
     sync_done: Option<u64>,
+    verify: Verify,
+}
+
+/// Online verify with one peer, either side.
+#[derive(Debug, Default)]
+struct Verify {
+    alg: Option<VerifyAlg>,
+    /// Source: the next block to read.
+    cursor: u64,
+    /// Source: runs read or awaiting the target's reply.
+    runs: usize,
+    /// Blocks whose comparison is under way (source: from its read until the
+    /// reply; target: during its read).
+    busy: HashSet<u64>,
+    /// Busy blocks a write overtook: left out of the comparison.
+    dirtied: HashSet<u64>,
+    /// Blocks compared (for `done:`).
+    done: u64,
+    found: u64,
+    /// Target: requests waiting until no write to their blocks is in flight.
+    queue: VecDeque<(u64, VerifyAlg, Vec<u8>)>,
 }
 
 impl Peer {
     fn handshake_done(&self) -> bool {
         self.conn == ConnState::Connected && self.repl != ReplState::Off
+    }
+
+    /// Connected and with a disk: the application's writes reach it.
+    fn receives_writes(&self) -> bool {
+        self.handshake_done() && self.disk.is_some_and(|d| d != DiskState::Diskless)
     }
 }
 
@@ -424,6 +514,10 @@ pub struct Resource {
     next_tid: u64,
     rng: u64,
     out: Vec<Action>,
+    /// A detach waiting for the local I/O in flight (its admin request).
+    detaching: Option<u64>,
+    /// The disk's state when it was detached (what its meta-data keep).
+    detached_disk: DiskState,
 }
 
 impl Resource {
@@ -467,6 +561,7 @@ impl Resource {
                     sync_done_sent: false,
                     resync_writes: 0,
                     sync_done: None,
+                    verify: Verify::default(),
                 }
             })
             .collect();
@@ -492,6 +587,8 @@ impl Resource {
             next_tid: 1,
             rng: seed | 1,
             out: Vec::new(),
+            detaching: None,
+            detached_disk: DiskState::Inconsistent,
             config,
         };
         // Whatever the log names may differ from the peers: mark it, then the log
@@ -537,6 +634,8 @@ impl Resource {
                 self.close_epochs();
                 for p in 0..self.peers.len() {
                     self.pump_resync(p);
+                    self.pump_verify(p);
+                    self.pump_verify_target(p);
                 }
             }
         }
@@ -578,12 +677,21 @@ impl Resource {
         self.peer_index(peer).map(|p| self.peers[p].bitmap.count())
     }
 
+    /// Online verify with a peer: (blocks compared, blocks of the device), while
+    /// it runs (VerifyS or VerifyT).
+    pub fn verify_progress(&self, peer: NodeId) -> Option<(u64, u64)> {
+        let p = &self.peers[self.peer_index(peer)?];
+        matches!(p.repl, ReplState::VerifyS | ReplState::VerifyT)
+            .then_some((p.verify.done.min(self.config.blocks), self.config.blocks))
+    }
+
     /// No request, disk action or resync under way.
     pub fn is_idle(&self) -> bool {
         self.requests.is_empty()
             && self.ops.is_empty()
             && self.blocked_writes.is_empty()
             && self.deferred_writes.is_empty()
+            && self.peers.iter().all(|p| p.verify.queue.is_empty())
     }
 
     /// Internal queues, for diagnostics.
@@ -617,7 +725,11 @@ impl Resource {
         Meta {
             current: self.current,
             history: self.history,
-            disk: self.disk,
+            disk: if self.disk == DiskState::Diskless {
+                self.detached_disk
+            } else {
+                self.disk
+            },
             primary: self.role == Role::Primary || self.crashed_primary,
             peers: self
                 .peers
@@ -655,6 +767,12 @@ impl Resource {
                     Ok(())
                 }
             },
+            Admin::Detach => return self.detach(id),
+            Admin::Attach { meta } => self.attach(*meta),
+            Admin::Verify { peer, alg } => match self.peer_index(peer) {
+                None => Err(AdminError::UnknownPeer),
+                Some(p) => self.start_verify(p, alg),
+            },
             Admin::Disconnect { peer } => match self.peer_index(peer) {
                 None => Err(AdminError::UnknownPeer),
                 Some(p) => {
@@ -691,7 +809,10 @@ impl Resource {
             return refuse(self, AdminError::Handshaking);
         }
         let syncing_from_peer = self.peers.iter().any(|p| p.repl == ReplState::SyncTarget);
-        if syncing_from_peer || (self.disk != DiskState::UpToDate && !force) {
+        if syncing_from_peer
+            || (self.disk != DiskState::UpToDate && !force)
+            || self.disk == DiskState::Diskless
+        {
             return refuse(self, AdminError::NoUpToDateData);
         }
         if !self.config.allow_two_primaries
@@ -756,7 +877,7 @@ impl Resource {
             debug_assert!(!force || self.disk == DiskState::UpToDate);
         }
         // Writing without some peer starts a new generation for that peer.
-        if self.peers.iter().any(|p| !p.handshake_done()) {
+        if self.peers.iter().any(|p| !p.receives_writes()) {
             self.new_generation();
         }
         self.role = Role::Primary;
@@ -789,13 +910,13 @@ impl Resource {
         let needs = self
             .peers
             .iter()
-            .any(|p| !p.handshake_done() && p.bitmap_uuid == 0);
+            .any(|p| !p.receives_writes() && p.bitmap_uuid == 0);
         if !needs {
             return;
         }
         let old = self.current;
         for peer in &mut self.peers {
-            if !peer.handshake_done() && peer.bitmap_uuid == 0 {
+            if !peer.receives_writes() && peer.bitmap_uuid == 0 {
                 peer.bitmap_uuid = old;
             }
         }
@@ -806,7 +927,7 @@ impl Resource {
         for p in 0..self.peers.len() {
             let peer = &self.peers[p];
             if peer.handshake_done()
-                && peer.repl == ReplState::Established
+                && peer.repl.is_established()
                 && peer.disk == Some(DiskState::UpToDate)
             {
                 let id = peer.id;
@@ -959,9 +1080,7 @@ impl Resource {
         for p in 0..self.peers.len() {
             let protocol = self.config.protocol;
             let peer = &mut self.peers[p];
-            let sends =
-                peer.handshake_done() && peer.disk.is_some_and(|d| d != DiskState::Diskless);
-            if !sends {
+            if !peer.receives_writes() {
                 peer.bitmap.set_range(block, count);
                 continue;
             }
@@ -1115,6 +1234,16 @@ impl Resource {
     /// Issues a local write, or queues it behind an overlapping one.
     fn submit_write(&mut self, token: u64, block: u64, data: Vec<u8>) {
         let count = (data.len() / BLOCK_SIZE) as u64;
+        for peer in &mut self.peers {
+            let verify = &mut peer.verify;
+            if !verify.busy.is_empty() {
+                for b in block..block + count {
+                    if verify.busy.contains(&b) {
+                        verify.dirtied.insert(b);
+                    }
+                }
+            }
+        }
         let queued_overlap = self
             .deferred_writes
             .iter()
@@ -1160,6 +1289,11 @@ impl Resource {
     }
 
     fn disk_done(&mut self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+        self.disk_done_op(token, result);
+        self.maybe_finish_detach();
+    }
+
+    fn disk_done_op(&mut self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
         let Some(op) = self.ops.remove(&token) else {
             return;
         };
@@ -1291,6 +1425,21 @@ impl Resource {
                 }
                 self.finish_target(peer, current);
             }
+            Op::VerifyRead {
+                peer,
+                gen,
+                block,
+                count,
+            } => self.verify_read_done(peer, gen, block, count, result.ok().flatten()),
+            Op::OvTargetRead {
+                peer,
+                gen,
+                block,
+                alg,
+                digests,
+            } => {
+                self.verify_target_read_done(peer, gen, block, alg, &digests, result.ok().flatten())
+            }
         }
     }
 
@@ -1298,13 +1447,19 @@ impl Resource {
     fn after_local_write(&mut self) {
         self.drain_blocked();
         for p in 0..self.peers.len() {
-            if self.peers[p].repl == ReplState::SyncSource {
-                self.pump_resync(p);
+            match self.peers[p].repl {
+                ReplState::SyncSource => self.pump_resync(p),
+                ReplState::VerifyS => self.pump_verify(p),
+                ReplState::VerifyT => self.pump_verify_target(p),
+                _ => {}
             }
         }
     }
 
     fn persist(&mut self) {
+        if self.disk == DiskState::Diskless && self.detaching.is_none() {
+            return; // no disk to keep them on
+        }
         let meta = self.meta();
         self.out.push(Action::PersistMeta(meta));
     }
@@ -1370,6 +1525,13 @@ impl Resource {
             push_history(&mut self.history, old);
         }
         let peer = &mut self.peers[p];
+        if matches!(peer.repl, ReplState::VerifyS | ReplState::VerifyT) {
+            let id = peer.id;
+            self.out
+                .push(Action::Note(Note::VerifyAborted { peer: id }));
+        }
+        let peer = &mut self.peers[p];
+        peer.verify = Verify::default();
         // Writes the peer has not confirmed as stable may be lost there.
         for (_, block, count) in peer.transfer_log.drain(..) {
             peer.bitmap.set_range(block, count);
@@ -1505,7 +1667,11 @@ impl Resource {
                 }
                 let peer = &mut self.peers[p];
                 peer.role = Some(role);
+                let lost_disk = disk == DiskState::Diskless && peer.disk != Some(disk);
                 peer.disk = Some(disk);
+                if lost_disk {
+                    return self.peer_lost_disk(p);
+                }
                 if peer.repl == ReplState::SyncSource
                     && peer.sync_done_sent
                     && disk == DiskState::UpToDate
@@ -1582,6 +1748,7 @@ impl Resource {
                 }
                 self.drain_blocked();
             }
+            Message::SyncStart { .. } if self.disk == DiskState::Diskless => {}
             Message::SyncStart { full } => {
                 if self.role == Role::Primary {
                     return self
@@ -1589,6 +1756,7 @@ impl Resource {
                 }
                 self.start_target(p, full);
             }
+            Message::ResyncData { .. } if self.disk == DiskState::Diskless => {}
             Message::ResyncData { block, data } => {
                 let count = (data.len() / BLOCK_SIZE) as u64;
                 if self.peers[p].repl != ReplState::SyncTarget || !self.check_range(block, count) {
@@ -1617,11 +1785,83 @@ impl Resource {
                 peer.resync_runs = peer.resync_runs.saturating_sub(1);
                 self.pump_resync(p);
             }
+            Message::OvRequest {
+                block,
+                alg,
+                digests,
+            } => {
+                let count = (digests.len() / alg.digest_len()) as u64;
+                if !self.check_range(block, count) {
+                    return self.protocol_error(
+                        p,
+                        format!("a verify request for blocks {block}+{count} beyond the device"),
+                    );
+                }
+                if self.peers[p].repl == ReplState::Established && self.disk == DiskState::UpToDate
+                {
+                    let peer = &mut self.peers[p];
+                    peer.repl = ReplState::VerifyT;
+                    peer.verify = Verify {
+                        alg: Some(alg),
+                        ..Verify::default()
+                    };
+                    let id = peer.id;
+                    self.out.push(Action::Note(Note::VerifyStarted {
+                        peer: id,
+                        source: false,
+                    }));
+                }
+                if self.peers[p].repl != ReplState::VerifyT {
+                    // Not comparable here (no data): every block counts as in sync.
+                    let id = self.peers[p].id;
+                    return self.out.push(Action::Send {
+                        peer: id,
+                        message: Message::OvReply {
+                            block,
+                            count: count as u32,
+                            differ: 0,
+                        },
+                    });
+                }
+                self.peers[p].verify.queue.push_back((block, alg, digests));
+                self.pump_verify_target(p);
+            }
+            Message::OvReply {
+                block,
+                count,
+                differ,
+            } => self.verify_reply(p, block, count, differ),
+            Message::OvResult {
+                block,
+                count: _,
+                out_of_sync,
+            } => {
+                let peer = &mut self.peers[p];
+                if peer.repl == ReplState::VerifyT {
+                    for i in 0..64 {
+                        if out_of_sync & (1 << i) != 0 {
+                            peer.bitmap.set_range(block + i, 1);
+                        }
+                    }
+                    peer.verify.found += u64::from(out_of_sync.count_ones());
+                }
+            }
+            Message::VerifyDone { found } => {
+                if self.peers[p].repl == ReplState::VerifyT {
+                    let peer = &mut self.peers[p];
+                    peer.repl = ReplState::Established;
+                    peer.verify = Verify::default();
+                    let id = peer.id;
+                    self.out
+                        .push(Action::Note(Note::VerifyFinished { peer: id, found }));
+                    self.persist();
+                }
+            }
             Message::SyncDone { current } => {
                 if self.peers[p].repl == ReplState::SyncTarget {
                     self.peers[p].sync_done = Some(current);
                     self.maybe_finish_target(p);
-                } else if self.peers[p].repl == ReplState::Established
+                } else if self.peers[p].repl.is_established()
                     && self.disk == DiskState::UpToDate
                     && current != self.current
                 {
@@ -1674,6 +1914,17 @@ impl Resource {
                 return;
             }
         }
+        if self.disk == DiskState::Diskless {
+            // Detached: the Primary marks the block out of sync (it learns of
+            // the detach before this ack; see `peer_lost_disk`).
+            if self.config.protocol == Protocol::C {
+                self.out.push(Action::Send {
+                    peer: peer_id,
+                    message: Message::WriteAck { seq },
+                });
+            }
+            return;
+        }
         let gen = self.peers[p].gen;
         self.peers[p].peer_writes += 1;
         let token = self.token(Op::PeerWrite {
@@ -1694,6 +1945,14 @@ impl Resource {
         let Some(epoch) = peer.barrier_pending.take() else {
             return;
         };
+        if self.disk == DiskState::Diskless && self.detaching.is_none() {
+            // No disk: nothing to make stable (the peer marked what we dropped).
+            let id = peer.id;
+            return self.out.push(Action::Send {
+                peer: id,
+                message: Message::BarrierAck { epoch },
+            });
+        }
         peer.barrier_flushing = true;
         let gen = peer.gen;
         let token = self.token(Op::BarrierFlush {
@@ -1735,6 +1994,19 @@ impl Resource {
             theirs: them,
             decision,
         }));
+        if self.disk == DiskState::Diskless || hello.disk == DiskState::Diskless {
+            // Nothing to compare or copy: connected, without a disk on one side.
+            let peer = &mut self.peers[p];
+            peer.role = Some(hello.role);
+            peer.disk = Some(hello.disk);
+            peer.discard_my_data = false;
+            peer.repl = ReplState::Established;
+            if self.role == Role::Primary {
+                self.new_generation();
+                self.persist();
+            }
+            return self.drain_blocked();
+        }
         if decision == SyncDecision::SplitBrain {
             return self.drop_connection(p, Note::SplitBrain { peer: id }, true);
         }
@@ -1753,6 +2025,33 @@ impl Resource {
         peer.disk = Some(hello.disk);
         peer.discard_my_data = false;
         match decision {
+            SyncDecision::NoSync
+                if hello.disk == DiskState::UpToDate
+                    && self.disk == DiskState::UpToDate
+                    && !(hello.role == Role::Primary && self.role == Role::Primary)
+                    && (!peer.bitmap.is_clear() || !theirs.is_clear()) =>
+            {
+                // Same generation, yet blocks known to differ (an online verify
+                // found them): resync them, from the Primary, else from the lower
+                // node id. Both sides merge the same two bitmaps and agree.
+                peer.bitmap.merge(&theirs);
+                let source = self.role == Role::Primary
+                    || (hello.role != Role::Primary && self.config.node_id < id);
+                if source {
+                    peer.repl = ReplState::SyncSource;
+                    peer.resync_cursor = 0;
+                    let blocks = peer.bitmap.count();
+                    self.out.push(Action::Note(Note::SyncStarted {
+                        peer: id,
+                        source: true,
+                        blocks,
+                    }));
+                    self.persist();
+                    self.pump_resync(p);
+                } else {
+                    self.start_target(p, false);
+                }
+            }
             SyncDecision::NoSync => {
                 peer.repl = ReplState::Established;
                 // Same generation: a bitmap UUID kept for this peer is stale (the
@@ -1815,6 +2114,7 @@ impl Resource {
         }
         peer.repl = ReplState::SyncTarget;
         peer.sync_done = None;
+        peer.verify = Verify::default();
         let (id, blocks) = (peer.id, peer.bitmap.count());
         self.disk = DiskState::Inconsistent;
         self.out.push(Action::Note(Note::SyncStarted {
@@ -1962,5 +2262,359 @@ impl Resource {
         self.out.push(Action::Note(Note::SyncFinished { peer: id }));
         self.persist();
         self.broadcast_state();
+    }
+
+    // ----- online verify -----
+
+    fn start_verify(&mut self, p: usize, alg: VerifyAlg) -> Result<(), AdminError> {
+        let peer = &self.peers[p];
+        if peer.repl != ReplState::Established
+            || peer.disk != Some(DiskState::UpToDate)
+            || self.disk != DiskState::UpToDate
+        {
+            return Err(AdminError::NeedConnection);
+        }
+        let peer = &mut self.peers[p];
+        peer.repl = ReplState::VerifyS;
+        peer.verify = Verify {
+            alg: Some(alg),
+            ..Verify::default()
+        };
+        let id = peer.id;
+        self.out.push(Action::Note(Note::VerifyStarted {
+            peer: id,
+            source: true,
+        }));
+        self.pump_verify(p);
+        Ok(())
+    }
+
+    /// A local write in flight or queued on the block: verify must not read it.
+    fn block_busy(&self, block: u64) -> bool {
+        self.writes_in_flight.contains_key(&block)
+            || self
+                .deferred_writes
+                .iter()
+                .any(|(_, b, d)| *b <= block && block < b + (d.len() / BLOCK_SIZE) as u64)
+    }
+
+    /// Source: keeps up to `resync_window` runs under comparison; ends the verify
+    /// when every block has been compared.
+    fn pump_verify(&mut self, p: usize) {
+        if self.peers[p].repl != ReplState::VerifyS {
+            return;
+        }
+        let blocks = self.config.blocks;
+        while self.peers[p].verify.runs < self.config.resync_window {
+            let first = self.peers[p].verify.cursor;
+            if first >= blocks || self.block_busy(first) {
+                break;
+            }
+            let mut count = 1;
+            while count < VERIFY_RUN_BLOCKS
+                && first + count < blocks
+                && !self.block_busy(first + count)
+            {
+                count += 1;
+            }
+            let gen = self.peers[p].gen;
+            let verify = &mut self.peers[p].verify;
+            verify.cursor = first + count;
+            verify.runs += 1;
+            verify.busy.extend(first..first + count);
+            let token = self.token(Op::VerifyRead {
+                peer: p,
+                gen,
+                block: first,
+                count,
+            });
+            self.out.push(Action::DiskRead {
+                token,
+                block: first,
+                count,
+            });
+        }
+        let verify = &self.peers[p].verify;
+        if verify.cursor >= blocks && verify.runs == 0 {
+            let found = verify.found;
+            let peer = &mut self.peers[p];
+            peer.repl = ReplState::Established;
+            peer.verify = Verify::default();
+            let id = peer.id;
+            self.out.push(Action::Send {
+                peer: id,
+                message: Message::VerifyDone { found },
+            });
+            self.out
+                .push(Action::Note(Note::VerifyFinished { peer: id, found }));
+            self.persist();
+        }
+    }
+
+    fn verify_read_done(
+        &mut self,
+        p: usize,
+        gen: u64,
+        block: u64,
+        count: u64,
+        data: Option<Vec<u8>>,
+    ) {
+        let peer = &mut self.peers[p];
+        if peer.gen != gen || peer.repl != ReplState::VerifyS {
+            return;
+        }
+        let Some(alg) = peer.verify.alg else { return };
+        match data {
+            Some(data) if data.len() == count as usize * BLOCK_SIZE => {
+                let digests = data
+                    .chunks(BLOCK_SIZE)
+                    .flat_map(|b| alg.digest(b))
+                    .collect();
+                let id = peer.id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::OvRequest {
+                        block,
+                        alg,
+                        digests,
+                    },
+                });
+            }
+            _ => {
+                // The local read failed: these blocks cannot be compared.
+                let verify = &mut peer.verify;
+                for b in block..block + count {
+                    verify.busy.remove(&b);
+                    verify.dirtied.remove(&b);
+                }
+                verify.done += count;
+                verify.runs = verify.runs.saturating_sub(1);
+                self.pump_verify(p);
+            }
+        }
+    }
+
+    /// Source: the target's comparison of a run.
+    fn verify_reply(&mut self, p: usize, block: u64, count: u32, differ: u64) {
+        let peer = &mut self.peers[p];
+        if peer.repl != ReplState::VerifyS {
+            return;
+        }
+        let verify = &mut peer.verify;
+        let mut out_of_sync = 0u64;
+        for i in 0..u64::from(count) {
+            let b = block + i;
+            verify.busy.remove(&b);
+            let overtaken = verify.dirtied.remove(&b);
+            if differ & (1 << i) != 0 && !overtaken {
+                out_of_sync |= 1 << i;
+                peer.bitmap.set_range(b, 1);
+            }
+        }
+        verify.found += u64::from(out_of_sync.count_ones());
+        verify.done += u64::from(count);
+        verify.runs = verify.runs.saturating_sub(1);
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::OvResult {
+                block,
+                count,
+                out_of_sync,
+            },
+        });
+        self.pump_verify(p);
+    }
+
+    /// Target: reads the queued runs, in order, once no write to them is in flight.
+    fn pump_verify_target(&mut self, p: usize) {
+        if self.peers[p].repl != ReplState::VerifyT {
+            self.peers[p].verify.queue.clear();
+            return;
+        }
+        while let Some((block, alg, _)) = self.peers[p].verify.queue.front() {
+            let (block, alg) = (*block, *alg);
+            let count = {
+                let (_, _, digests) = self.peers[p].verify.queue.front().expect("front");
+                (digests.len() / alg.digest_len()) as u64
+            };
+            if (block..block + count).any(|b| self.block_busy(b)) {
+                break;
+            }
+            let (_, _, digests) = self.peers[p].verify.queue.pop_front().expect("front");
+            let gen = self.peers[p].gen;
+            self.peers[p].verify.busy.extend(block..block + count);
+            let token = self.token(Op::OvTargetRead {
+                peer: p,
+                gen,
+                block,
+                alg,
+                digests,
+            });
+            self.out.push(Action::DiskRead {
+                token,
+                block,
+                count,
+            });
+        }
+    }
+
+    fn verify_target_read_done(
+        &mut self,
+        p: usize,
+        gen: u64,
+        block: u64,
+        alg: VerifyAlg,
+        digests: &[u8],
+        data: Option<Vec<u8>>,
+    ) {
+        let peer = &mut self.peers[p];
+        if peer.gen != gen || peer.repl != ReplState::VerifyT {
+            return;
+        }
+        let count = (digests.len() / alg.digest_len()) as u64;
+        let mut differ = 0u64;
+        for i in 0..count {
+            let b = block + i;
+            peer.verify.busy.remove(&b);
+            let overtaken = peer.verify.dirtied.remove(&b);
+            let Some(data) = data
+                .as_ref()
+                .filter(|d| d.len() == count as usize * BLOCK_SIZE)
+            else {
+                continue;
+            };
+            let at = i as usize;
+            let mine = alg.digest(&data[at * BLOCK_SIZE..(at + 1) * BLOCK_SIZE]);
+            if !overtaken && mine[..] != digests[at * alg.digest_len()..(at + 1) * alg.digest_len()]
+            {
+                differ |= 1 << i;
+            }
+        }
+        peer.verify.done += count;
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::OvReply {
+                block,
+                count: count as u32,
+                differ,
+            },
+        });
+    }
+
+    // ----- detach and attach -----
+
+    fn detach(&mut self, id: u64) {
+        let result = if self.disk == DiskState::Diskless && self.detaching.is_none() {
+            Ok(())
+        } else if self.detaching.is_some() {
+            Err(AdminError::Busy)
+        } else if self.role == Role::Primary {
+            Err(AdminError::PrimaryDetach)
+        } else if self
+            .peers
+            .iter()
+            .any(|p| p.conn == ConnState::Connected && p.repl == ReplState::Off)
+        {
+            // The Hello under way names this disk: the peer must not count on it
+            // before it hears of the detach.
+            Err(AdminError::Handshaking)
+        } else {
+            for p in 0..self.peers.len() {
+                self.stop_disk_work(p);
+            }
+            self.detached_disk = self.disk;
+            self.disk = DiskState::Diskless;
+            self.detaching = Some(id);
+            self.broadcast_state();
+            return self.maybe_finish_detach();
+        };
+        self.out.push(Action::AdminDone { id, result });
+    }
+
+    /// Ends resync and verify with peer `p` (this node or the peer lost its disk).
+    fn stop_disk_work(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        match peer.repl {
+            ReplState::VerifyS | ReplState::VerifyT => {
+                let id = peer.id;
+                self.out
+                    .push(Action::Note(Note::VerifyAborted { peer: id }));
+            }
+            ReplState::SyncSource | ReplState::SyncTarget => {}
+            _ => return,
+        }
+        let peer = &mut self.peers[p];
+        peer.repl = ReplState::Established;
+        peer.verify = Verify::default();
+        peer.resync_reading.clear();
+        peer.resync_dirtied.clear();
+        peer.resync_sent.clear();
+        peer.resync_runs = 0;
+        peer.sync_done_sent = false;
+        peer.sync_done = None;
+    }
+
+    /// The detach completes once no local disk action is in flight.
+    fn maybe_finish_detach(&mut self) {
+        let Some(id) = self.detaching else { return };
+        if !self.ops.is_empty() || !self.deferred_writes.is_empty() {
+            return;
+        }
+        self.detaching = None;
+        let meta = self.meta();
+        self.out.push(Action::DetachDisk(meta));
+        self.out.push(Action::AdminDone { id, result: Ok(()) });
+    }
+
+    /// A peer detached its disk: what it may have dropped is out of sync with it,
+    /// and a Primary goes on in a new generation without it.
+    fn peer_lost_disk(&mut self, p: usize) {
+        self.stop_disk_work(p);
+        let peer = &mut self.peers[p];
+        for &(_, block, count) in &peer.transfer_log {
+            peer.bitmap.set_range(block, count);
+        }
+        if self.role == Role::Primary {
+            self.new_generation();
+        }
+        self.persist();
+    }
+
+    fn attach(&mut self, meta: Meta) -> Result<(), AdminError> {
+        if self.disk != DiskState::Diskless || self.detaching.is_some() {
+            return Err(AdminError::Attached);
+        }
+        self.current = meta.current;
+        self.history = meta.history;
+        self.disk = if meta.disk == DiskState::Diskless {
+            DiskState::Inconsistent
+        } else {
+            meta.disk
+        };
+        self.crashed_primary = meta.primary;
+        self.activity_log.clear();
+        for peer in &mut self.peers {
+            let stored = meta.peers.iter().find(|m| m.node_id == peer.id);
+            peer.bitmap_uuid = stored.map_or(0, |m| m.bitmap_uuid);
+            peer.bitmap = stored
+                .map(|m| Bitmap::from_words(self.config.blocks, m.bitmap.words().to_vec()))
+                .unwrap_or_else(|| Bitmap::new(self.config.blocks));
+            for extent in &meta.activity_log {
+                let size = self.config.al_extent_blocks;
+                peer.bitmap.set_range(extent * size, size);
+            }
+        }
+        // Compare generations and bitmaps again: a new handshake.
+        for p in 0..self.peers.len() {
+            if self.peers[p].conn == ConnState::Connected {
+                let id = self.peers[p].id;
+                self.out.push(Action::Disconnect { peer: id });
+                self.lost_connection(p);
+            }
+        }
+        self.persist();
+        Ok(())
     }
 }

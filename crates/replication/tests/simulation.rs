@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use replication::message::{decode, encode};
 use replication::{
     Action, Admin, Config, ConnState, Event, Meta, Note, Protocol, ReplState, Resource, Role,
-    BLOCK_SIZE,
+    VerifyAlg, BLOCK_SIZE,
 };
 
 const BLOCKS: u64 = 96;
@@ -113,6 +113,8 @@ struct Node {
     /// Application requests in flight: id → (blocks and tags written, or a flush).
     app: HashMap<u64, AppRequest>,
     admin_results: Vec<(u64, bool)>,
+    /// The engine released its disk (`DetachDisk`): no disk action until attach.
+    detached: bool,
 }
 
 #[derive(Clone)]
@@ -131,6 +133,11 @@ enum Mode {
     SplitBrain,
     /// Both Primary, writing the same blocks at once.
     DualPrimary,
+    /// Protocols' faults, and the Secondary detaching and attaching its disk.
+    Detach,
+    /// One Primary, a replica corrupted behind the engine's back, online verify;
+    /// network faults (no crashes) when `Sim::verify_faults`.
+    Verify,
 }
 
 /// Per block: the last acknowledged tag and the tags still in flight.
@@ -161,13 +168,18 @@ struct Sim {
     crashes: u32,
     notes: Vec<Note>,
     trace: Vec<String>,
+    /// Blocks the application wrote (cleared when a verify starts).
+    written: HashSet<u64>,
+    verify_faults: bool,
 }
 
 impl Sim {
     fn new(seed: u64, mode: Mode) -> Sim {
         let mut rng = Rng(seed);
         let protocol = match mode {
-            Mode::Protocols => [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize],
+            Mode::Protocols | Mode::Detach => {
+                [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize]
+            }
             _ => Protocol::C,
         };
         let mut config = Config::new(0, vec![1], BLOCKS);
@@ -192,6 +204,8 @@ impl Sim {
             crashes: 0,
             notes: Vec::new(),
             trace: Vec::new(),
+            written: HashSet::new(),
+            verify_faults: false,
         };
         for id in 0..2u8 {
             let config = sim.config_for(id);
@@ -206,6 +220,7 @@ impl Sim {
                 wants: HashSet::new(),
                 app: HashMap::new(),
                 admin_results: Vec::new(),
+                detached: false,
             });
             sim.start(id);
         }
@@ -306,7 +321,26 @@ impl Sim {
 
     fn apply(&mut self, id: u8, actions: Vec<Action>) {
         for action in actions {
+            let disk_action = matches!(
+                action,
+                Action::DiskWrite { .. }
+                    | Action::DiskRead { .. }
+                    | Action::DiskFlush { .. }
+                    | Action::PersistMeta(_)
+                    | Action::DetachDisk(_)
+            );
+            if disk_action && self.nodes[id as usize].detached {
+                self.fail(&format!("node {id}: {action:?} on a detached disk"));
+            }
             match action {
+                Action::DetachDisk(meta) => {
+                    self.trace.push(format!("node {id}: disk detached"));
+                    let disk = &mut self.nodes[id as usize].disk;
+                    let mark = disk.completions;
+                    disk.flush(mark);
+                    disk.meta = Some(meta);
+                    self.nodes[id as usize].detached = true;
+                }
                 Action::DiskWrite { token, block, data } => self.nodes[id as usize]
                     .disk_ops
                     .push((token, DiskOp::Write { block, data })),
@@ -486,6 +520,7 @@ impl Sim {
             self.next_tag += 1;
             data.extend_from_slice(&block_data(tag));
             written.push((b, tag));
+            self.written.insert(b);
             let model = &mut self.model[b as usize];
             model.pending.push(tag);
             model.since_flush.push(tag);
@@ -554,6 +589,9 @@ impl Sim {
         };
         match &message {
             replication::Message::Hello(_)
+            | replication::Message::OvReply { .. }
+            | replication::Message::OvResult { .. }
+            | replication::Message::VerifyDone { .. }
             | replication::Message::SyncDone { .. }
             | replication::Message::SyncStart { .. }
             | replication::Message::ResyncAck { .. } => {
@@ -590,6 +628,7 @@ impl Sim {
         node.wants.clear();
         node.app.clear();
         node.admin_results.clear();
+        node.detached = false;
         node.disk.crash(&mut self.rng);
     }
 
@@ -652,7 +691,10 @@ impl Sim {
     fn fault(&mut self) {
         let r = self.rng.below(1000);
         match self.mode {
-            Mode::Failover | Mode::Protocols => {
+            Mode::Failover | Mode::Protocols | Mode::Detach => {
+                if self.mode == Mode::Detach && (300..400).contains(&r) {
+                    return self.detach_or_attach(1);
+                }
                 if r < 60 {
                     self.break_link(0, 1, None);
                 } else if r < 80 {
@@ -672,7 +714,7 @@ impl Sim {
                                     e.repl_state(id) == Some(ReplState::Established)
                                         && e.disk() == replication::DiskState::UpToDate
                                 });
-                        if self.mode == Mode::Protocols && is_primary {
+                        if self.mode != Mode::Failover && is_primary {
                             return;
                         }
                         self.crash(id);
@@ -707,6 +749,19 @@ impl Sim {
                 }
             }
             Mode::DualPrimary => {}
+            Mode::Verify => {
+                if !self.verify_faults {
+                    return;
+                }
+                if r < 60 {
+                    self.break_link(0, 1, None);
+                } else if r < 80 {
+                    self.partitioned = !self.partitioned;
+                    if self.partitioned {
+                        self.break_link(0, 1, None);
+                    }
+                }
+            }
         }
     }
 
@@ -765,6 +820,11 @@ impl Sim {
         }
         let mut resolved_split_brain = false;
         for round in 0..200_000 {
+            for id in 0..2u8 {
+                if self.nodes[id as usize].detached {
+                    self.detach_or_attach(id);
+                }
+            }
             // Split brain: the administrator discards the newer Primary's data.
             let standalone: Vec<u8> = (0..2u8)
                 .filter(|&i| {
@@ -887,8 +947,8 @@ impl Sim {
                 ));
             }
             // Without a crash of the Primary, nothing acknowledged may be missing.
-            let strict =
-                self.mode == Mode::Protocols || (self.mode == Mode::Failover && self.crashes == 0);
+            let strict = matches!(self.mode, Mode::Protocols | Mode::Detach)
+                || (self.mode == Mode::Failover && self.crashes == 0);
             if strict && a != model.acked && !model.pending.contains(&a) {
                 self.fail(&format!(
                     "block {block}: acknowledged {:#x} lost without a crash",
@@ -1006,4 +1066,335 @@ fn dual_primaries_replicate_each_others_writes_and_report_collisions() {
         conflicts > 0,
         "no run wrote the same block from both sides at once"
     );
+}
+
+impl Sim {
+    /// Steps without faults until both nodes are in sync and idle.
+    fn settle(&mut self) {
+        for _ in 0..200_000 {
+            if self.converged() {
+                return;
+            }
+            self.step(false);
+        }
+        self.fail("did not settle");
+    }
+
+    /// Blocks whose data differ between the two disks right now.
+    fn divergent(&self) -> HashSet<u64> {
+        (0..BLOCKS)
+            .filter(|&b| self.nodes[0].disk.read(b) != self.nodes[1].disk.read(b))
+            .collect()
+    }
+
+    /// Overwrites blocks of node `id`'s disk behind its engine's back.
+    fn corrupt(&mut self, id: u8, blocks: &[u64]) {
+        let disk = &mut self.nodes[id as usize].disk;
+        for &b in blocks {
+            disk.volatile.retain(|(_, block, _)| *block != b);
+            disk.durable.insert(b, u64::MAX - b);
+        }
+        if self.primaries().contains(&id) {
+            // The Primary's data are the truth a resync copies, corrupted or not.
+            for &b in blocks {
+                let model = &mut self.model[b as usize];
+                model.acked = u64::MAX - b;
+                model.flushed = model.acked;
+                model.pending.clear();
+                model.since_flush.clear();
+            }
+        }
+        self.trace.push(format!("node {id}: corrupted {blocks:?}"));
+    }
+
+    fn out_of_sync_blocks(&self, id: u8) -> HashSet<u64> {
+        let meta = self.nodes[id as usize].engine.as_ref().unwrap().meta();
+        let bitmap = &meta.peers[0].bitmap;
+        (0..BLOCKS).filter(|&b| bitmap.get(b)).collect()
+    }
+
+    /// Starts a verify on `source` and steps (with app I/O, and faults if the
+    /// sim has them) until it ends or is aborted. Returns the blocks the source
+    /// found, if it finished.
+    fn verify(&mut self, source: u8, alg: VerifyAlg, io: bool) -> Option<HashSet<u64>> {
+        let finished_before = self.verify_notes(source);
+        self.written.clear();
+        let rid = self.admin(
+            source,
+            Admin::Verify {
+                peer: 1 - source,
+                alg,
+            },
+        );
+        if self.admin_result(source, rid) != Some(true) {
+            self.fail("verify refused while in sync");
+        }
+        for _ in 0..200_000 {
+            let notes = self.verify_notes(source);
+            if notes.0 > finished_before.0 {
+                let found = self
+                    .notes
+                    .iter()
+                    .rev()
+                    .find_map(|n| match n {
+                        Note::VerifyFinished { peer, found } if *peer == 1 - source => Some(*found),
+                        _ => None,
+                    })
+                    .unwrap();
+                let blocks = self.out_of_sync_blocks(source);
+                // (Faults also mark blocks: writes a broken link did not carry.)
+                if !self.verify_faults && blocks.len() as u64 != found {
+                    self.fail(&format!(
+                        "verify reported {found} blocks, the bitmap holds {blocks:?}"
+                    ));
+                }
+                return Some(blocks);
+            }
+            if notes.1 > finished_before.1 {
+                return None;
+            }
+            self.step(io);
+        }
+        self.fail("verify never ended");
+    }
+
+    /// (verifies finished, verifies aborted) by `source` with its peer.
+    fn verify_notes(&self, source: u8) -> (usize, usize) {
+        let peer = 1 - source;
+        let finished = self
+            .notes
+            .iter()
+            .filter(|n| matches!(n, Note::VerifyFinished { peer: p, .. } if *p == peer))
+            .count();
+        let aborted = self
+            .notes
+            .iter()
+            .filter(|n| matches!(n, Note::VerifyAborted { .. }))
+            .count();
+        (finished, aborted)
+    }
+
+    /// disconnect + connect on node 0: the handshake resyncs what verify marked.
+    fn reconnect(&mut self) {
+        let rid = self.admin(0, Admin::Disconnect { peer: 1 });
+        self.wait_admin(0, rid);
+        let rid = self.admin(
+            0,
+            Admin::Connect {
+                peer: 1,
+                discard_my_data: false,
+            },
+        );
+        self.wait_admin(0, rid);
+    }
+}
+
+/// A pair in sync (node 0 Primary) with a few blocks of one replica corrupted.
+fn corrupted_pair(seed: u64, faults: bool) -> (Sim, HashSet<u64>) {
+    let mut sim = Sim::new(seed, Mode::Verify);
+    sim.verify_faults = faults;
+    for _ in 0..10_000 {
+        if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established) {
+            break;
+        }
+        sim.step(false);
+    }
+    let rid = sim.admin(0, Admin::Primary { force: true });
+    if !sim.wait_admin(0, rid) {
+        sim.fail("primary --force failed");
+    }
+    sim.settle();
+    let victim = sim.rng.below(2) as u8;
+    let count = 1 + sim.rng.below(5);
+    let blocks: Vec<u64> = (0..count).map(|_| sim.rng.below(BLOCKS)).collect();
+    sim.corrupt(victim, &blocks);
+    let divergent = sim.divergent();
+    (sim, divergent)
+}
+
+#[test]
+fn verify_finds_exactly_the_corrupted_blocks_and_reconnect_repairs_them() {
+    let mut found_any = 0;
+    for seed in seeds(4_000_000, 4) {
+        let (mut sim, divergent) = corrupted_pair(seed, false);
+        let source = sim.rng.below(2) as u8;
+        let alg = VerifyAlg::ALL[sim.rng.below(4) as usize];
+        // Quiet: exactly the divergent blocks.
+        let found = sim
+            .verify(source, alg, false)
+            .unwrap_or_else(|| sim.fail("verify aborted without faults"));
+        if found != divergent {
+            sim.fail(&format!("verify found {found:?}, divergent {divergent:?}"));
+        }
+        sim.settle();
+        if sim.out_of_sync_blocks(1 - source) != divergent {
+            sim.fail("the target's bitmap differs from the source's");
+        }
+        found_any += found.len();
+        sim.reconnect();
+        sim.heal();
+        if !sim.divergent().is_empty() {
+            sim.fail("replicas differ after the resync");
+        }
+        // Under application writes: never a block that was in sync, and every
+        // corrupted block nobody overwrote.
+        let (mut sim, divergent) = corrupted_pair(seed + 1_000_000_000, false);
+        let source = sim.rng.below(2) as u8;
+        let found = sim
+            .verify(source, alg, true)
+            .unwrap_or_else(|| sim.fail("verify aborted without faults"));
+        let must: HashSet<u64> = divergent.difference(&sim.written).copied().collect();
+        if !found.is_subset(&divergent) || !must.is_subset(&found) {
+            sim.fail(&format!(
+                "verify under writes found {found:?}; divergent {divergent:?}, written {:?}",
+                sim.written
+            ));
+        }
+        sim.settle();
+        sim.reconnect();
+        sim.heal();
+    }
+    assert!(found_any > 0);
+}
+
+#[test]
+fn verify_under_message_loss_and_partitions_stops_cleanly_and_a_later_one_repairs() {
+    let mut aborted = 0;
+    for seed in seeds(5_000_000, 4) {
+        let (mut sim, _) = corrupted_pair(seed, true);
+        let source = sim.rng.below(2) as u8;
+        let alg = VerifyAlg::ALL[sim.rng.below(4) as usize];
+        if sim.verify(source, alg, true).is_none() {
+            aborted += 1;
+        }
+        for _ in 0..500 {
+            sim.step(true);
+        }
+        sim.partitioned = false;
+        sim.verify_faults = false;
+        sim.settle();
+        // What the first verify marked is resynced by a reconnect.
+        sim.reconnect();
+        sim.settle();
+        // Whatever the faults left: a quiet verify finds exactly what differs.
+        let divergent = sim.divergent();
+        let found = sim
+            .verify(0, alg, false)
+            .unwrap_or_else(|| sim.fail("verify aborted without faults"));
+        if found.difference(&divergent).next().is_some() || !divergent.is_subset(&found) {
+            sim.fail(&format!("found {found:?}, divergent {divergent:?}"));
+        }
+        sim.reconnect();
+        sim.heal();
+        if !sim.divergent().is_empty() {
+            sim.fail("replicas differ after the resync");
+        }
+    }
+    assert!(aborted > 0, "no verify was cut by a fault");
+}
+
+impl Sim {
+    /// Detaches node `id`'s disk, or attaches it again (with the meta-data the
+    /// detach left on it).
+    fn detach_or_attach(&mut self, id: u8) {
+        if self.nodes[id as usize].engine.is_none() {
+            return;
+        }
+        if self.nodes[id as usize].detached {
+            let meta = self.nodes[id as usize].disk.meta.clone().expect("meta");
+            self.nodes[id as usize].detached = false;
+            let rid = self.admin(
+                id,
+                Admin::Attach {
+                    meta: Box::new(meta),
+                },
+            );
+            if self.admin_result(id, rid) != Some(true) {
+                self.fail("attach of a detached disk refused");
+            }
+        } else {
+            // Answered once the local I/O in flight is done (or refused).
+            self.admin(id, Admin::Detach);
+        }
+    }
+}
+
+#[test]
+fn detach_and_attach_under_faults_converge() {
+    let mut detaches = 0;
+    for seed in seeds(6_000_000, 2) {
+        let sim = run(seed, Mode::Detach, 3000);
+        detaches += sim
+            .trace
+            .iter()
+            .filter(|t| t.ends_with("disk detached"))
+            .count();
+    }
+    assert!(detaches > 0, "no run detached a disk");
+}
+
+#[test]
+fn attach_resyncs_exactly_the_blocks_written_while_detached() {
+    for seed in seeds(7_000_000, 4) {
+        let mut sim = Sim::new(seed, Mode::Detach);
+        for _ in 0..10_000 {
+            if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established) {
+                break;
+            }
+            sim.step(false);
+        }
+        let rid = sim.admin(0, Admin::Primary { force: true });
+        if !sim.wait_admin(0, rid) {
+            sim.fail("primary --force failed");
+        }
+        sim.settle();
+        // Close the epochs so nothing is left unconfirmed.
+        for id in 0..2u8 {
+            sim.event(id, Event::Tick);
+        }
+        sim.settle();
+        let rid = sim.admin(1, Admin::Detach);
+        if !sim.wait_admin(1, rid) {
+            sim.fail("detach of the Secondary refused");
+        }
+        if sim.nodes[1].engine.as_ref().unwrap().disk() != replication::DiskState::Diskless {
+            sim.fail("not Diskless after detach");
+        }
+        // A Primary keeps its disk.
+        let rid = sim.admin(0, Admin::Detach);
+        if sim.admin_result(0, rid) != Some(false) {
+            sim.fail("a Primary detached");
+        }
+        sim.written.clear();
+        let writes = 1 + sim.rng.below(6);
+        for _ in 0..writes {
+            sim.app_io(0);
+            for _ in 0..2000 {
+                if sim.nodes[0].app.is_empty() {
+                    break;
+                }
+                sim.step(false);
+            }
+        }
+        let notes_before = sim.notes.len();
+        sim.detach_or_attach(1);
+        sim.heal();
+        let resynced: Vec<u64> = sim.notes[notes_before..]
+            .iter()
+            .filter_map(|n| match n {
+                Note::SyncStarted {
+                    peer: 1,
+                    source: true,
+                    blocks,
+                } => Some(*blocks),
+                _ => None,
+            })
+            .collect();
+        if resynced != [sim.written.len() as u64] {
+            sim.fail(&format!(
+                "resyncs {resynced:?} after writing {:?} while detached",
+                sim.written
+            ));
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! lab (daemons, mounts, loop devices) down even when an assertion fails.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -62,22 +62,6 @@ fn bring_up(lab: &TestLab) {
     lab.ok("nodo1", "drbdadm primary --force wwwdata");
 }
 
-fn wait_for(lab: &TestLab, node: &str, wanted: &str, limit: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let status = lab.ok(node, "drbdadm status wwwdata");
-        if status.contains(wanted) {
-            return status;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{node}: no {wanted:?} after {limit:?}:\n{status}\n{}",
-            lab.log(node)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn seed_part_one_xfs_on_the_primary_refused_on_the_secondary_and_handed_over() {
     let lab = TestLab::up("seed1-xfs", 2);
@@ -89,9 +73,9 @@ fn seed_part_one_xfs_on_the_primary_refused_on_the_secondary_and_handed_over() {
         syncing.starts_with("wwwdata role:Primary\n  disk:UpToDate\n  nodo2 role:Secondary\n"),
         "{syncing}"
     );
-    let synced = wait_for(
-        &lab,
+    let synced = lab.wait_status(
         "nodo1",
+        "wwwdata",
         "replication:Established peer-disk:UpToDate",
         Duration::from_secs(120),
     );
@@ -184,9 +168,9 @@ fn checksum(image: &std::path::Path, len: u64) -> String {
 fn after_a_disconnect_only_the_written_blocks_are_resynced() {
     let lab = TestLab::up("seed1-resync", 2);
     bring_up(&lab);
-    wait_for(
-        &lab,
+    lab.wait_status(
         "nodo1",
+        "wwwdata",
         "replication:Established peer-disk:UpToDate",
         Duration::from_secs(120),
     );
@@ -201,9 +185,9 @@ fn after_a_disconnect_only_the_written_blocks_are_resynced() {
         "for i in $(seq 0 99); do dd if=/dev/urandom of=/dev/drbd1 bs=4096 count=1 seek=$((i * 617)) oflag=direct status=none || exit 1; done",
     );
     lab.ok("nodo1", "drbdadm connect wwwdata");
-    wait_for(
-        &lab,
+    lab.wait_status(
         "nodo1",
+        "wwwdata",
         "replication:Established peer-disk:UpToDate",
         Duration::from_secs(60),
     );

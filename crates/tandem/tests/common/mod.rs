@@ -70,8 +70,31 @@ impl TestLab {
 
     /// The end of a node's daemon log.
     pub fn log(&self, node: &str) -> String {
-        let out = self.sh(node, "cat /run/tandem/tandemd.log 2>/dev/null | tail -40");
+        let out = self.sh(node, "cat /run/tandem/tandemd.log 2>/dev/null | tail -60");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls `drbdadm status RESOURCE` on `node` until it shows `wanted`.
+    pub fn wait_status(
+        &self,
+        node: &str,
+        resource: &str,
+        wanted: &str,
+        limit: std::time::Duration,
+    ) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self.ok(node, &format!("drbdadm status {resource}"));
+            if status.contains(wanted) {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{node}: no {wanted:?} after {limit:?}:\n{status}\n{}",
+                self.log(node)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// The backing file of a node's disk (`sdb`, `sdc`).

@@ -1,6 +1,6 @@
 //! The drbdadm verbs that talk to the node daemon: `up`, `down`, `primary`,
-//! `secondary`, `connect`, `disconnect`, `status`, `role`, `cstate`, `dstate`,
-//! `wait-connect`, `wait-sync`, `adjust`, `attach`.
+//! `secondary`, `connect`, `disconnect`, `verify`, `detach`, `attach`, `status`,
+//! `role`, `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`.
 //!
 //! The configuration is read here; the daemon gets a resolved [`ResourceSpec`].
 //! `up` starts the daemon when none answers (fully detached, logging to
@@ -16,6 +16,7 @@ use node::control::{self, Request, ResourceStatus, Response};
 use node::spec::{PeerSpec, ResourceSpec};
 
 const EXIT_CONFIG: u8 = 10;
+const EXIT_STATE_CHANGE: u8 = 11;
 const EXIT_DAEMON: u8 = 20;
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -185,7 +186,20 @@ fn run_inner(
     let config = load(config_path)?;
     let targets = resources(&config, names)?;
     match verb {
-        "up" | "adjust" | "attach" => {
+        "attach" => {
+            crate::cli::daemon::ensure().map_err(|e| (e, EXIT_DAEMON))?;
+            for r in &targets {
+                expect_ok(call(&Request::Attach(spec_of(r)?))?)?;
+            }
+        }
+        "detach" => {
+            for r in &targets {
+                expect_ok(call(&Request::Detach {
+                    resource: r.name.clone(),
+                })?)?;
+            }
+        }
+        "up" | "adjust" => {
             crate::cli::daemon::ensure().map_err(|e| (e, EXIT_DAEMON))?;
             for r in &targets {
                 expect_ok(call(&Request::Up(spec_of(r)?))?)?;
@@ -221,6 +235,26 @@ fn run_inner(
                 expect_ok(call(&Request::Connect {
                     resource: r.name.clone(),
                     discard_my_data: options.discard_my_data,
+                })?)?;
+            }
+        }
+        "verify" => {
+            for r in &targets {
+                // syncer { verify-alg } is moved to net by the configuration model.
+                let alg = r.sections.net.get("verify-alg").ok_or_else(|| {
+                    (
+                        format!(
+                            "{}: State change failed: (-14) Need a verify algorithm to start online verify",
+                            r.name
+                        ),
+                        EXIT_STATE_CHANGE,
+                    )
+                })?;
+                replication::VerifyAlg::from_name(alg)
+                    .map_err(|e| (format!("{}: {e}", r.name), EXIT_CONFIG))?;
+                expect_ok(call(&Request::Verify {
+                    resource: r.name.clone(),
+                    alg: alg.to_string(),
                 })?)?;
             }
         }
