@@ -60,6 +60,9 @@ fn log(what: impl std::fmt::Display) {
     eprintln!("tandemd: o2cb: {what}");
 }
 
+/// How a lock's owner is told what happens to its lock.
+pub type LockNotify = Box<dyn Fn(LockEvent) + Send>;
+
 /// What a lock's owner hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockEvent {
@@ -91,7 +94,7 @@ enum Command {
         name: LockName,
         mode: Mode,
         client: u64,
-        events: Sender<LockEvent>,
+        notify: LockNotify,
     },
     Release {
         domain: String,
@@ -204,26 +207,26 @@ impl ClusterHost {
         self.ask(|reply| Command::Status { reply })
     }
 
-    /// Asks for a lock; the answer and everything after arrive on the
-    /// returned channel. `client` identifies the requester in [`release`].
+    /// Asks for a lock; the answer and everything after go to `notify` (on
+    /// the cluster's engine thread: it must not block). `client` identifies
+    /// the requester in [`release`](ClusterHost::release).
     pub fn lock(
         &self,
         domain: &str,
         name: LockName,
         mode: Mode,
         client: u64,
-    ) -> Result<Receiver<LockEvent>, String> {
-        let (tx, rx) = mpsc::channel();
+        notify: LockNotify,
+    ) -> Result<(), String> {
         self.events
             .send(Event::Command(Command::Lock {
                 domain: domain.to_string(),
                 name,
                 mode,
                 client,
-                events: tx,
+                notify,
             }))
-            .map_err(|_| "the cluster stack stopped".to_string())?;
-        Ok(rx)
+            .map_err(|_| "the cluster stack stopped".to_string())
     }
 
     /// Releases `client`'s lock (granted or still waiting).
@@ -507,7 +510,7 @@ struct Conn {
 
 struct Holder {
     client: u64,
-    events: Sender<LockEvent>,
+    notify: LockNotify,
     granted: Option<Mode>,
     /// The client went away while waiting: unlock as soon as granted.
     abandoned: bool,
@@ -724,8 +727,8 @@ impl Engine {
                 name,
                 mode,
                 client,
-                events,
-            } => self.lock(domain, name, mode, client, events),
+                notify,
+            } => self.lock(domain, name, mode, client, notify),
             Command::Release {
                 domain,
                 name,
@@ -805,7 +808,7 @@ impl Engine {
             self.close(peer);
         }
         for (_, holder) in std::mem::take(&mut self.holders) {
-            let _ = holder.events.send(LockEvent::Lost(why.to_string()));
+            (holder.notify)(LockEvent::Lost(why.to_string()));
         }
         self.dlms.clear();
         self.heartbeating = None;
@@ -915,14 +918,14 @@ impl Engine {
         name: LockName,
         mode: Mode,
         client: u64,
-        events: Sender<LockEvent>,
+        notify: LockNotify,
     ) {
         if let Some(reason) = &self.fenced {
-            let _ = events.send(LockEvent::Lost(format!("this node is fenced: {reason}")));
+            notify(LockEvent::Lost(format!("this node is fenced: {reason}")));
             return;
         }
         if self.online.is_none() {
-            let _ = events.send(LockEvent::Lost(
+            notify(LockEvent::Lost(
                 "the cluster is not online (o2cb start-heartbeat)".into(),
             ));
             return;
@@ -930,7 +933,7 @@ impl Engine {
         let key = (domain.clone(), name.clone());
         if let Some(h) = self.holders.get(&key) {
             if h.client != client {
-                let _ = events.send(LockEvent::Lost(format!(
+                notify(LockEvent::Lost(format!(
                     "{domain}/{name}: already held or requested by another command on this node"
                 )));
                 return;
@@ -943,7 +946,7 @@ impl Engine {
                     key,
                     Holder {
                         client,
-                        events,
+                        notify,
                         granted: None,
                         abandoned: false,
                     },
@@ -955,9 +958,7 @@ impl Engine {
                         .collect(),
                 );
             }
-            Err(e) => {
-                let _ = events.send(LockEvent::Lost(e.to_string()));
-            }
+            Err(e) => notify(LockEvent::Lost(e.to_string())),
         }
     }
 
@@ -1122,11 +1123,11 @@ impl Engine {
                     return;
                 }
                 holder.granted = Some(mode);
-                let _ = holder.events.send(LockEvent::Granted { mode, lvb });
+                (holder.notify)(LockEvent::Granted { mode, lvb });
             }
             DlmOutput::Blocking { name, wanted } => {
                 if let Some(holder) = self.holders.get(&(domain.to_string(), name)) {
-                    let _ = holder.events.send(LockEvent::Blocking { wanted });
+                    (holder.notify)(LockEvent::Blocking { wanted });
                 }
             }
             DlmOutput::Recover { node, generation } => {

@@ -111,7 +111,7 @@ fn serve(stream: UnixStream, state: &State) -> bool {
     }
     let (response, stop) = match serde_json::from_str::<Request>(&line) {
         Ok(Request::Lock { domain, name, mode }) => {
-            serve_lock(&stream, reader, &state.cluster, &domain, &name, &mode);
+            serve_lock(&stream, &state.cluster, &domain, &name, &mode);
             return false;
         }
         Ok(request) => match handle_cluster(&request, &state.cluster) {
@@ -208,16 +208,9 @@ fn handle_cluster(request: &Request, cluster: &ClusterSlot) -> Option<Response> 
     })
 }
 
-/// Serves one lock holder: waits for the grant, passes on blocking notices,
-/// and releases the lock when asked or when the client goes away.
-fn serve_lock(
-    stream: &UnixStream,
-    mut reader: BufReader<&UnixStream>,
-    cluster: &ClusterSlot,
-    domain: &str,
-    name: &str,
-    mode: &str,
-) {
+/// Serves one lock holder: passes on the grant and blocking notices as they
+/// come, and releases the lock when the client asks or goes away.
+fn serve_lock(stream: &UnixStream, cluster: &ClusterSlot, domain: &str, name: &str, mode: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
     let client = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
@@ -231,17 +224,51 @@ fn serve_lock(
         Ok(n) => n,
         Err(e) => return fail(e.to_string()),
     };
-    let events = {
+    /// What this connection's loop waits for: the lock manager or the client.
+    enum Input {
+        Lock(LockEvent),
+        Client(String),
+        ClientGone,
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Input>();
+    // The client's lines, read on a thread of their own so that a grant is
+    // passed on the moment it comes.
+    let Ok(client_side) = stream.try_clone() else {
+        return;
+    };
+    let lines = tx.clone();
+    std::thread::spawn(move || {
+        let _ = client_side.set_read_timeout(None);
+        for line in BufReader::new(client_side).lines() {
+            match line {
+                Ok(l) => {
+                    if lines.send(Input::Client(l)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = lines.send(Input::ClientGone);
+    });
+    let asked = {
         let Ok(slot) = cluster.lock() else { return };
         match slot.as_ref() {
-            Some(host) => host.lock(domain, lock_name.clone(), mode, client),
+            Some(host) => host.lock(
+                domain,
+                lock_name.clone(),
+                mode,
+                client,
+                Box::new(move |event| {
+                    let _ = tx.send(Input::Lock(event));
+                }),
+            ),
             None => Err("no cluster is registered".to_string()),
         }
     };
-    let events = match events {
-        Ok(rx) => rx,
-        Err(e) => return fail(e),
-    };
+    if let Err(e) = asked {
+        return fail(e);
+    }
     let release = |lvb: Option<[u8; cluster::dlm::LVB_LEN]>| -> Result<(), String> {
         let Ok(slot) = cluster.lock() else {
             return Err("internal error".into());
@@ -251,23 +278,19 @@ fn serve_lock(
             None => Ok(()),
         }
     };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut line = String::new();
-    loop {
-        match events.try_recv() {
-            Ok(LockEvent::Granted { mode, lvb }) => {
-                if !send(
-                    stream,
-                    &Response::Granted {
-                        mode: mode.to_string(),
-                        lvb: lvb.to_vec(),
-                    },
-                ) {
+    while let Ok(input) = rx.recv() {
+        match input {
+            Input::Lock(LockEvent::Granted { mode, lvb }) => {
+                let granted = Response::Granted {
+                    mode: mode.to_string(),
+                    lvb: lvb.to_vec(),
+                };
+                if !send(stream, &granted) {
                     let _ = release(None);
                     return;
                 }
             }
-            Ok(LockEvent::Blocking { wanted }) => {
+            Input::Lock(LockEvent::Blocking { wanted }) => {
                 let _ = send(
                     stream,
                     &Response::Blocking {
@@ -275,22 +298,14 @@ fn serve_lock(
                     },
                 );
             }
-            Ok(LockEvent::Lost(why)) => return fail(why),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                return fail("the cluster stack stopped".into())
-            }
-            Err(std::sync::mpsc::TryRecvError::Empty) => {}
-        }
-        match reader.read_line(&mut line) {
+            Input::Lock(LockEvent::Lost(why)) => return fail(why),
             // The client is gone: its lock goes with it.
-            Ok(0) => {
+            Input::ClientGone => {
                 let _ = release(None);
                 return;
             }
-            Ok(_) => {
-                let request = serde_json::from_str::<Request>(&line);
-                line.clear();
-                let response = match request {
+            Input::Client(line) => {
+                let response = match serde_json::from_str::<Request>(&line) {
                     Ok(Request::Release { lvb }) => {
                         let lvb = lvb.map(|v| {
                             let mut block = [0u8; cluster::dlm::LVB_LEN];
@@ -309,15 +324,6 @@ fn serve_lock(
                 if matches!(response, Response::Ok) {
                     return;
                 }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                let _ = release(None);
-                return;
             }
         }
     }

@@ -5,7 +5,8 @@
 //! tree, a 2100-entry directory with deleted entries, inline and extent-mapped
 //! files, fragmented files whose extent lists overflow into extent blocks,
 //! sparse and preallocated files, fast and slow symlinks, hard links, a FIFO,
-//! owners, modes, set times, xattrs) and lists them in a manifest with `stat`,
+//! owners, modes, set times, xattrs) and lists them in a manifest with `stat`
+//! (mode, owner, size, links, and mtime, atime and ctime to the nanosecond),
 //! `sha256sum` and `readlink`. Every manifest entry must match what
 //! `Volume::lookup`, `read_range` and `dir_entries` return, and what
 //! `tandem mount -o ro` shows through the kernel's VFS (`lstat`, file bytes,
@@ -139,8 +140,8 @@ struct Entry {
     uid: u32,
     gid: u32,
     links: u32,
-    mtime: u64,
-    mtime_nsec: u32,
+    /// (seconds, nanoseconds) of mtime, atime, ctime.
+    times: [(u64, u32); 3],
 }
 
 /// `./a/b` (find's spelling) as the reader's `/a/b`.
@@ -152,32 +153,50 @@ fn volume_path(find_path: &str) -> String {
     }
 }
 
+/// Seconds and, from stat's full form "YYYY-MM-DD HH:MM:SS.NNNNNNNNN +ZZZZ",
+/// nanoseconds.
+fn stat_time(secs: &str, full: &str) -> (u64, u32) {
+    let nsec = full
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.split_once('.'))
+        .map(|(_, n)| n.parse().unwrap())
+        .unwrap_or(0);
+    (secs.parse().unwrap(), nsec)
+}
+
 fn parse_stat(text: &str) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        let f: Vec<&str> = line.splitn(8, '|').collect();
-        assert_eq!(f.len(), 8, "bad manifest line {line:?}");
-        // %y is "YYYY-MM-DD HH:MM:SS.NNNNNNNNN +ZZZZ".
-        let nsec = f[6]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|t| t.split_once('.'))
-            .map(|(_, n)| n.parse().unwrap())
-            .unwrap_or(0);
+        let f: Vec<&str> = line.splitn(12, '|').collect();
+        assert_eq!(f.len(), 12, "bad manifest line {line:?}");
         out.insert(
-            volume_path(f[7]),
+            volume_path(f[11]),
             Entry {
                 mode: u16::from_str_radix(f[0], 16).unwrap(),
                 size: f[1].parse().unwrap(),
                 uid: f[2].parse().unwrap(),
                 gid: f[3].parse().unwrap(),
                 links: f[4].parse().unwrap(),
-                mtime: f[5].parse().unwrap(),
-                mtime_nsec: nsec,
+                times: [
+                    stat_time(f[5], f[6]),
+                    stat_time(f[7], f[8]),
+                    stat_time(f[9], f[10]),
+                ],
             },
         );
     }
     out
+}
+
+/// The fields both checks compare: (mode, size, uid, gid, links, [mtime,
+/// atime, ctime]).
+type Compared = (u16, u64, u32, u32, u32, [(u64, u32); 3]);
+
+fn expected(want: &Entry) -> Compared {
+    (
+        want.mode, want.size, want.uid, want.gid, want.links, want.times,
+    )
 }
 
 /// `sha256sum` lines: "HEX  ./path".
@@ -247,29 +266,24 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
                 continue;
             }
         };
-        let got = (
+        let got: Compared = (
             inode.mode,
             inode.size,
             inode.uid,
             inode.gid,
             inode.links(),
-            inode.mtime,
-            inode.mtime_nsec,
+            [
+                (inode.mtime, inode.mtime_nsec),
+                (inode.atime, inode.atime_nsec),
+                (inode.ctime, inode.ctime_nsec),
+            ],
         );
-        let expected = (
-            want.mode,
-            want.size,
-            want.uid,
-            want.gid,
-            want.links,
-            want.mtime,
-            want.mtime_nsec,
-        );
-        if got != expected {
+        if got != expected(want) {
             fail(
                 path,
                 format!(
-                    "(mode, size, uid, gid, links, mtime, nsec) {got:?}, kernel says {expected:?}"
+                    "(mode, size, uid, gid, links, [mtime, atime, ctime]) {got:?}, kernel says {:?}",
+                    expected(want)
                 ),
             );
         }
@@ -395,29 +409,24 @@ fn check_mount(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<S
                 continue;
             }
         };
-        let got = (
+        let got: Compared = (
             md.mode() as u16,
             md.size(),
             md.uid(),
             md.gid(),
             md.nlink() as u32,
-            md.mtime() as u64,
-            md.mtime_nsec() as u32,
+            [
+                (md.mtime() as u64, md.mtime_nsec() as u32),
+                (md.atime() as u64, md.atime_nsec() as u32),
+                (md.ctime() as u64, md.ctime_nsec() as u32),
+            ],
         );
-        let expected = (
-            want.mode,
-            want.size,
-            want.uid,
-            want.gid,
-            want.links,
-            want.mtime,
-            want.mtime_nsec,
-        );
-        if got != expected {
+        if got != expected(want) {
             fail(
                 path,
                 format!(
-                    "(mode, size, uid, gid, links, mtime, nsec) {got:?}, kernel says {expected:?}"
+                    "(mode, size, uid, gid, links, [mtime, atime, ctime]) {got:?}, kernel says {:?}",
+                    expected(want)
                 ),
             );
         }

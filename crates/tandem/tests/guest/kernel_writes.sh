@@ -94,13 +94,15 @@ fill() {
         done
     fi
 
-    # The manifest: mode (hex), size, uid, gid, links, mtime (s), mtime (full)
-    # and name; checksums of regular files; symlink targets.
-    find . -exec stat -c '%f|%s|%u|%g|%h|%Y|%y|%n' {} + > /out/$name.stat
+    # The manifest: checksums of regular files; symlink targets; then (last,
+    # so the reads above have already moved every atime they will) mode (hex),
+    # size, uid, gid, links, mtime, atime and ctime (seconds, then in full for
+    # the nanoseconds) and name.
     find . -type f -exec sha256sum {} + > /out/$name.sha256
     find . -type l | while read -r p; do
         printf '%s|%s\n' "$p" "$(readlink "$p")"
     done > /out/$name.links
+    find . -exec stat -c '%f|%s|%u|%g|%h|%Y|%y|%X|%x|%Z|%z|%n' {} + > /out/$name.stat
 
     cd /
     umount $m
