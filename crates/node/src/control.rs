@@ -58,6 +58,15 @@ pub enum Request {
     },
     /// Stop the daemon (after `down` of every resource).
     Shutdown,
+    /// Serve a resource over NBD (`listen`: IP:PORT; default this node's
+    /// address in the resource, port 10809).
+    NbdExport {
+        resource: String,
+        listen: Option<String>,
+    },
+    NbdUnexport {
+        resource: String,
+    },
     /// `o2cb register-cluster`: start the cluster stack (listening, offline).
     ClusterRegister(ClusterSpec),
     /// `o2cb unregister-cluster`.
@@ -94,6 +103,10 @@ pub enum Response {
     Ok,
     Status(Vec<ResourceStatus>),
     Cluster(ClusterStatus),
+    /// Where an NBD export listens.
+    Exported {
+        address: String,
+    },
     Granted {
         mode: String,
         lvb: Vec<u8>,

@@ -29,6 +29,9 @@ struct State {
     cluster: ClusterSlot,
 }
 
+/// NBD's registered port, the default for `tandem nbd export`.
+const NBD_PORT: u16 = 10809;
+
 /// o2cb's exit status for a failed cluster operation.
 const EXIT_CLUSTER: i32 = 1;
 
@@ -487,6 +490,41 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
             }
             return (Response::Ok, true);
         }
+        Request::NbdExport { resource, listen } => match table.get_mut(&resource) {
+            None => error(
+                format!("{resource}: not up (drbdadm up {resource})"),
+                EXIT_NO_RESOURCE,
+            ),
+            Some(host) => {
+                let listen = listen.unwrap_or_else(|| {
+                    let ip = host
+                        .spec
+                        .address
+                        .rsplit_once(':')
+                        .map_or("127.0.0.1", |(ip, _)| ip);
+                    format!("{ip}:{NBD_PORT}")
+                });
+                match listen.parse() {
+                    Err(_) => error(
+                        format!("'{listen}' is not an IP:PORT address"),
+                        EXIT_NO_RESOURCE,
+                    ),
+                    Ok(addr) => match host.export_nbd(addr) {
+                        Ok(bound) => Response::Exported {
+                            address: bound.to_string(),
+                        },
+                        Err(e) => error(e, EXIT_STATE_CHANGE),
+                    },
+                }
+            }
+        },
+        Request::NbdUnexport { resource } => match table.get_mut(&resource) {
+            None => Response::Ok,
+            Some(host) => {
+                host.unexport_nbd();
+                Response::Ok
+            }
+        },
         // Answered by handle_cluster.
         _ => error("internal error: misrouted request".into(), 20),
     };

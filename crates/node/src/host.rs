@@ -113,6 +113,10 @@ pub struct ResourceHost {
     stop: Arc<AtomicBool>,
     mount: Option<DeviceMount>,
     loop_device: Option<LoopDevice>,
+    /// The resource as a block device (what FUSE and NBD serve).
+    device: Arc<EngineDevice>,
+    /// The NBD export, while there is one.
+    nbd: Option<nbd::NbdServer>,
 }
 
 fn log(resource: &str, what: impl std::fmt::Display) {
@@ -231,8 +235,13 @@ impl ResourceHost {
             threads: 16,
             ..ServeOptions::default()
         };
-        let mount = DeviceMount::serve(engine_device, &mountpoint, gate.clone(), &serve_options)
-            .map_err(|e| format!("serving the device over FUSE: {e}"))?;
+        let mount = DeviceMount::serve(
+            engine_device.clone(),
+            &mountpoint,
+            gate.clone(),
+            &serve_options,
+        )
+        .map_err(|e| format!("serving the device over FUSE: {e}"))?;
         let loop_device = LoopDevice::attach(mount.file(), &LoopOptions::default())
             .map_err(|e| format!("attaching a loop device: {e}"))?;
         device::make_device_node(std::path::Path::new(&spec.device), loop_device.path())
@@ -250,6 +259,8 @@ impl ResourceHost {
             stop,
             mount: Some(mount),
             loop_device: Some(loop_device),
+            device: engine_device,
+            nbd: None,
         };
         for peer in &host.spec.peers {
             host.admin(Admin::Connect {
@@ -324,10 +335,44 @@ impl ResourceHost {
         Ok(())
     }
 
+    /// Serves the resource over NBD on `addr` (export name: the resource's).
+    /// I/O through it follows the role like `/dev/drbdN`: refused with
+    /// `EMEDIUMTYPE` on a Secondary. Returns the address it listens on.
+    pub fn export_nbd(&mut self, addr: SocketAddr) -> Result<SocketAddr, String> {
+        if let Some(server) = &self.nbd {
+            return Err(format!(
+                "{}: already exported over NBD on {}",
+                self.spec.name,
+                server.local_addr()
+            ));
+        }
+        let export = nbd::Export {
+            name: self.spec.name.clone(),
+            description: format!("tandem resource {} ({})", self.spec.name, self.spec.device),
+            device: self.device.clone(),
+            read_only: false,
+        };
+        let server = nbd::NbdServer::bind(addr, vec![export], nbd::ServerOptions::default())
+            .map_err(|e| format!("{}: NBD export on {addr}: {e}", self.spec.name))?;
+        let bound = server.local_addr();
+        log(&self.spec.name, format!("NBD export on {bound}"));
+        self.nbd = Some(server);
+        Ok(bound)
+    }
+
+    /// Stops the NBD export, closing its connections.
+    pub fn unexport_nbd(&mut self) {
+        if let Some(server) = self.nbd.take() {
+            server.shutdown();
+            log(&self.spec.name, "NBD export stopped");
+        }
+    }
+
     /// `drbdadm down`: demote, disconnect, persist clean meta-data, tear down.
     /// The caller checks first that the device is not in use, unless the daemon
     /// is stopping (then the loop device goes away when its last user closes it).
     pub fn down(mut self) {
+        self.unexport_nbd();
         let _ = self.admin(Admin::Secondary);
         for peer in self.spec.peers.clone() {
             let _ = self.admin(Admin::Disconnect { peer: peer.node_id });

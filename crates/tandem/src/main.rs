@@ -58,6 +58,9 @@ enum Command {
         #[command(subcommand)]
         action: cli::service::Action,
     },
+    /// Serve a resource over NBD, beside /dev/drbdN.
+    #[command(subcommand)]
+    Nbd(cli::nbd::NbdCommand),
     /// Mount an OCFS2 volume through FUSE (read-only so far: `-o ro`).
     Mount(cli::mount::MountArgs),
     /// Offline, read-only inspection of an OCFS2 volume.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Ocfs2(command) => cli::ocfs2::main(command),
         Command::Mount(args) => cli::mount::main(args),
         Command::Dlm(command) => cli::dlm::main(command),
+        Command::Nbd(command) => cli::nbd::main(command),
         Command::Service { service, action } => cli::service::main(service, action),
         Command::Daemon => match node::daemon::run(&node::control::socket_path()) {
             Ok(()) => ExitCode::SUCCESS,

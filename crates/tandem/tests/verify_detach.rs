@@ -9,42 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::TestLab;
-
-const R0: &str = "resource r0 {
-  protocol C;
-  meta-disk internal;
-  device /dev/drbd1;
-  syncer {
-    verify-alg sha1;
-  }
-  on nodo1 {
-    disk /dev/sdc;
-    address 127.0.0.11:7789;
-  }
-  on nodo2 {
-    disk /dev/sdc;
-    address 127.0.0.12:7789;
-  }
-}
-";
-
-const IN_SYNC: &str = "replication:Established peer-disk:UpToDate";
-
-/// create-md, up on both, primary --force on nodo1, the first full sync.
-fn bring_up(lab: &TestLab) {
-    let res = lab.dir.join("r0.res");
-    std::fs::write(&res, R0).unwrap();
-    for node in ["nodo1", "nodo2"] {
-        lab.ok(node, &format!("cp {} /etc/drbd.d/r0.res", res.display()));
-        lab.ok(node, "drbdadm create-md r0 >/dev/null 2>&1");
-        lab.ok(node, "drbdadm up r0");
-    }
-    lab.ok("nodo1", "drbdadm wait-connect r0");
-    lab.ok("nodo1", "drbdadm primary --force r0");
-    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(120));
-    lab.ok("nodo2", "drbdadm wait-sync r0");
-}
+use common::{TestLab, IN_SYNC};
 
 fn wait_for_log(lab: &TestLab, node: &str, wanted: &str, limit: Duration) -> String {
     let start = Instant::now();
@@ -101,7 +66,7 @@ fn resync_starts(log: &str) -> Vec<String> {
 #[test]
 fn verify_finds_the_corrupted_blocks_and_a_reconnect_repairs_them() {
     let lab = TestLab::up("vd-verify", 2);
-    bring_up(&lab);
+    lab.bring_up_r0();
 
     // Corrupt 5 blocks of the Secondary's backing disk while it is down, through
     // its own device node (no stale page cache anywhere).
@@ -174,7 +139,7 @@ fn verify_finds_the_corrupted_blocks_and_a_reconnect_repairs_them() {
 #[test]
 fn detach_and_attach_on_the_secondary_resync_only_the_blocks_written_meanwhile() {
     let lab = TestLab::up("vd-detach", 2);
-    bring_up(&lab);
+    lab.bring_up_r0();
 
     let before = resync_starts(&lab.log("nodo1")).len();
     lab.ok("nodo2", "drbdadm detach r0");

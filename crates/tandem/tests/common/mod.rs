@@ -9,6 +9,27 @@ use std::process::{Command, Output};
 
 pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
+/// A two-node resource on the lab's `/dev/sdc` disks, protocol C.
+pub const R0: &str = "resource r0 {
+  protocol C;
+  meta-disk internal;
+  device /dev/drbd1;
+  syncer {
+    verify-alg sha1;
+  }
+  on nodo1 {
+    disk /dev/sdc;
+    address 127.0.0.11:7789;
+  }
+  on nodo2 {
+    disk /dev/sdc;
+    address 127.0.0.12:7789;
+  }
+}
+";
+
+pub const IN_SYNC: &str = "replication:Established peer-disk:UpToDate";
+
 pub struct TestLab {
     pub dir: PathBuf,
 }
@@ -95,6 +116,22 @@ impl TestLab {
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// `r0` ([`R0`]): create-md, up on both nodes, primary --force on nodo1,
+    /// and the first full sync.
+    pub fn bring_up_r0(&self) {
+        let res = self.dir.join("r0.res");
+        std::fs::write(&res, R0).unwrap();
+        for node in ["nodo1", "nodo2"] {
+            self.ok(node, &format!("cp {} /etc/drbd.d/r0.res", res.display()));
+            self.ok(node, "drbdadm create-md r0 >/dev/null 2>&1");
+            self.ok(node, "drbdadm up r0");
+        }
+        self.ok("nodo1", "drbdadm wait-connect r0");
+        self.ok("nodo1", "drbdadm primary --force r0");
+        self.wait_status("nodo1", "r0", IN_SYNC, std::time::Duration::from_secs(120));
+        self.ok("nodo2", "drbdadm wait-sync r0");
     }
 
     /// The backing file of a node's disk (`sdb`, `sdc`).
