@@ -45,24 +45,7 @@ use cluster::message::{decode_dlm, decode_net, encode_dlm, encode_net};
 
 const STEP: Millis = 100;
 
-/// A small, fast, seedable generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
+use simkit::Rng;
 
 type Incarnation = (u8, u64);
 
@@ -168,7 +151,7 @@ impl Sim {
     fn new(seed: u64, count: u8) -> Sim {
         let mut sim = Sim {
             seed,
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             now: 0,
             nodes: Vec::new(),
             conns: BTreeMap::new(),
@@ -819,7 +802,7 @@ fn short(message: &cluster::message::DlmMessage) -> String {
 }
 
 fn chaos(seed: u64) -> Sim {
-    let mut rng = Rng(seed ^ 0x5555);
+    let mut rng = Rng::new(seed ^ 0x5555);
     let count = 2 + rng.below(4) as u8;
     let mut sim = Sim::new(seed, count);
     sim.run_for(40_000);
@@ -829,7 +812,7 @@ fn chaos(seed: u64) -> Sim {
 
 /// A healthy cluster split once for good: o2quo's outcome, then recovery.
 fn split(seed: u64) -> Sim {
-    let mut rng = Rng(seed ^ 0xAAAA);
+    let mut rng = Rng::new(seed ^ 0xAAAA);
     let count = 2 + rng.below(4) as u8;
     let mut sim = Sim::new(seed, count);
     sim.faults = false;
@@ -862,14 +845,10 @@ fn split(seed: u64) -> Sim {
 }
 
 fn seeds() -> Vec<u64> {
-    if let Ok(seed) = std::env::var("SIM_SEED") {
-        return vec![seed.parse().expect("SIM_SEED is a number")];
+    match simkit::replay_seed() {
+        Some(seed) => vec![seed],
+        None => (1..=simkit::seed_count(40, 2500)).collect(),
     }
-    let count = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) { 40 } else { 2500 });
-    (1..=count).collect()
 }
 
 #[test]

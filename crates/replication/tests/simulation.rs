@@ -26,24 +26,7 @@ use replication::{
 
 const BLOCKS: u64 = 96;
 
-/// A small, fast, seedable generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
+use simkit::Rng;
 
 /// A disk whose writes sit in a volatile cache until flushed.
 #[derive(Default)]
@@ -175,7 +158,7 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64, mode: Mode) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let protocol = match mode {
             Mode::Protocols | Mode::Detach => {
                 [Protocol::A, Protocol::B, Protocol::C][rng.below(3) as usize]
@@ -273,7 +256,7 @@ impl Sim {
             .meta
             .clone()
             .expect("meta-data");
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         let (engine, actions) = Resource::open(config, meta, seed);
         self.nodes[id as usize].engine = Some(engine);
         self.apply(id, actions);
@@ -996,17 +979,10 @@ fn run(seed: u64, mode: Mode, steps: u32) -> Sim {
 /// The seeds a test runs: `SIM_SEED=N` runs the one seed N (to replay a failure),
 /// `SIM_SEEDS=N` changes how many.
 fn seeds(base: u64, share: u64) -> std::ops::Range<u64> {
-    if let Some(one) = std::env::var("SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    {
+    if let Some(one) = simkit::replay_seed() {
         return one..one + 1;
     }
-    let count = std::env::var("SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(if cfg!(debug_assertions) { 100 } else { 2000 });
-    base..base + count / share
+    base..base + simkit::seed_count(100, 2000) / share
 }
 
 #[test]
