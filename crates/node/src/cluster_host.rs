@@ -49,8 +49,9 @@ use crate::control::{ClusterStatus, DomainLocks, LockInfo, NodeStatus};
 
 /// How often the engine ticks membership.
 const TICK: Duration = Duration::from_millis(100);
-/// Bytes per node in the heartbeat region (o2hb uses the disk's sector size).
-const HEARTBEAT_SECTOR: usize = 512;
+/// Bytes per node in a heartbeat region on a plain file; on a block device
+/// o2hb uses the device's logical sector size.
+const FILE_SECTOR: usize = 512;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write to a peer that takes longer than this breaks the connection.
@@ -354,6 +355,33 @@ struct Region {
     path: PathBuf,
     file: File,
     start: u64,
+    /// Bytes per node: the device's logical sector size.
+    sector: usize,
+    /// Node slots the region holds.
+    slots: usize,
+}
+
+/// The logical sector size of a block device (`BLKSSZGET`); `FILE_SECTOR`
+/// for anything else.
+fn sector_size(file: &File) -> usize {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::io::AsRawFd;
+    let is_block = file
+        .metadata()
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    if !is_block {
+        return FILE_SECTOR;
+    }
+    // BLKSSZGET = _IO(0x12, 104): the logical block size, as an int.
+    const BLKSSZGET: libc::c_ulong = 0x1268;
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the valid pointer we pass.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut size) };
+    match usize::try_from(size) {
+        Ok(s) if rc == 0 && s.is_power_of_two() && (512..=4096).contains(&s) => s,
+        _ => FILE_SECTOR,
+    }
 }
 
 impl Region {
@@ -376,14 +404,9 @@ impl Region {
         let start = first.blkno * u64::from(volume.block_size());
         let region_bytes =
             u64::from(first.leaf_clusters()) * u64::from(volume.superblock().cluster_size());
-        if region_bytes < HEARTBEAT_BLOCKS * HEARTBEAT_SECTOR as u64 {
-            return Err(format!(
-                "{}: the heartbeat region's first extent holds {region_bytes} bytes, \
-                 less than {} sectors",
-                path.display(),
-                HEARTBEAT_BLOCKS
-            ));
-        }
+        let device = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let sector = sector_size(&device);
+        let slots = (region_bytes / sector as u64).min(HEARTBEAT_BLOCKS) as usize;
         // Sectors other nodes write must be read from the disk, not from this
         // host's cache: O_DIRECT where the file system allows it.
         let file = OpenOptions::new()
@@ -403,6 +426,8 @@ impl Region {
             path: path.to_owned(),
             file,
             start,
+            sector,
+            slots,
         })
     }
 }
@@ -452,9 +477,9 @@ fn heartbeat_thread(
     beats: Receiver<Beat>,
     events: Sender<Event>,
 ) {
-    let mut sector = Aligned::new(4096);
-    let region_len = HEARTBEAT_BLOCKS as usize * HEARTBEAT_SECTOR;
-    let mut all = Aligned::new(region_len);
+    let sector_len = region.sector;
+    let mut sector = Aligned::new(sector_len.max(4096));
+    let mut all = Aligned::new(region.slots * sector_len);
     while let Ok(Beat { sequence }) = beats.recv() {
         let ours = HeartbeatBlock {
             seq: sequence,
@@ -463,11 +488,10 @@ fn heartbeat_thread(
             generation,
             dead_ms,
         };
-        // O_DIRECT needs whole logical blocks: write the 512-byte sector
-        // inside a 4 KiB-aligned buffer, at its sector offset.
-        let buf = &mut sector.bytes()[..HEARTBEAT_SECTOR];
+        // O_DIRECT needs whole logical sectors from an aligned buffer.
+        let buf = &mut sector.bytes()[..sector_len];
         ours.encode(buf);
-        let at = region.start + u64::from(node) * HEARTBEAT_SECTOR as u64;
+        let at = region.start + u64::from(node) * sector_len as u64;
         if let Err(e) = region.file.write_all_at(buf, at) {
             let _ = events.send(Event::DiskFailed(format!(
                 "{}: writing node {node}'s heartbeat sector: {e}",
@@ -486,7 +510,7 @@ fn heartbeat_thread(
         let sectors = nodes
             .iter()
             .map(|&n| {
-                let raw = &bytes[usize::from(n) * HEARTBEAT_SECTOR..][..HEARTBEAT_SECTOR];
+                let raw = &bytes[usize::from(n) * sector_len..][..sector_len];
                 // A sector with a bad checksum or another node's number is
                 // treated as empty: nobody heartbeats there.
                 match HeartbeatBlock::decode(raw, u64::from(n)) {
@@ -755,6 +779,16 @@ impl Engine {
             .first()
             .ok_or("no heartbeat region: add one with `o2cb add-heartbeat`")?;
         let region = Region::open(first)?;
+        if let Some(n) = self.spec.nodes.iter().map(|n| n.number).max() {
+            if usize::from(n) >= region.slots {
+                return Err(format!(
+                    "{}: the heartbeat region holds {} sectors of {} bytes, too few for node {n}",
+                    first.display(),
+                    region.slots,
+                    region.sector
+                ));
+            }
+        }
         self.generation = new_generation();
         let nodes: BTreeSet<u8> = self.spec.nodes.iter().map(|n| n.number).collect();
         let config = MembershipConfig {
