@@ -7,7 +7,8 @@
 //! attribute and entry caches, so a volume that another node changes is seen
 //! changed soon after; without the cluster's locks such a view is only
 //! eventually consistent, which is what a read-only look at a live cluster
-//! volume can honestly promise.
+//! volume can honestly promise. Extended attributes are listed and read with
+//! the names and values the kernel's ocfs2 shows.
 //!
 //! Before serving, [`VolumeFs::open`] refuses what it cannot read correctly,
 //! the way the kernel does: incompatible features we do not understand (named),
@@ -24,8 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
-    ReplyStatfs, Request, Session, SessionACL,
+    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request, Session, SessionACL,
 };
 use ocfs2::dinode::{mode, Dinode};
 use ocfs2::superblock::feature_names;
@@ -189,11 +190,38 @@ impl VolumeFs {
         }
     }
 
+    /// The extended attributes of `ino` as (full name, value), or the errno
+    /// the kernel's ocfs2 gives: `EOPNOTSUPP` on a volume without the xattr
+    /// feature.
+    fn xattrs(&self, ino: INodeNo) -> Result<Vec<(String, Vec<u8>)>, Errno> {
+        let sb = self.volume.superblock();
+        if sb.feature_incompat & ocfs2::superblock::incompat::XATTR == 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let inode = self.inode(ino)?;
+        self.volume.xattrs(&inode).map_err(|e| self.fail(&e))
+    }
+
     /// Free and total clusters from the global bitmap, if it can be read.
     fn cluster_counts(&self) -> Option<(u64, u64)> {
         let (_, bitmap) = self.volume.lookup("//global_bitmap").ok()?;
         let (used, total) = bitmap.bitmap_counts();
         Some((u64::from(total), u64::from(total.saturating_sub(used))))
+    }
+}
+
+/// Answers an xattr request with `data`: its size when the caller asked with
+/// size 0 (to size its buffer), the data when it fits, else `ERANGE`.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    let Ok(len) = u32::try_from(data.len()) else {
+        return reply.error(Errno::E2BIG);
+    };
+    if size == 0 {
+        reply.size(len);
+    } else if len <= size {
+        reply.data(data);
+    } else {
+        reply.error(Errno::ERANGE);
     }
 }
 
@@ -391,6 +419,50 @@ impl Filesystem for VolumeFs {
             }
         }
         reply.ok();
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let attrs = match self.xattrs(ino) {
+            Ok(a) => a,
+            Err(e) => return reply.error(e),
+        };
+        match attrs.iter().find(|(n, _)| n.as_bytes() == name.as_bytes()) {
+            Some((_, value)) => reply_sized(reply, size, value),
+            None => reply.error(Errno::ENODATA),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let attrs = match self.xattrs(ino) {
+            Ok(a) => a,
+            // As the kernel: nothing to list on a volume without xattrs.
+            Err(e) if e == Errno::EOPNOTSUPP => Vec::new(),
+            Err(e) => return reply.error(e),
+        };
+        // Names, each ended by a NUL.
+        let mut list = Vec::new();
+        for (name, _) in &attrs {
+            list.extend_from_slice(name.as_bytes());
+            list.push(0);
+        }
+        reply_sized(reply, size, &list);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -1,4 +1,5 @@
-//! Reading a volume: superblock, inodes, extent maps, file data, directories.
+//! Reading a volume: superblock, inodes, extent maps, file data, directories,
+//! extended attributes.
 //!
 //! The only I/O is through [`BlockSource`] (positioned reads), implemented for
 //! files and for byte vectors, so the reader runs the same on an image, a block
@@ -9,6 +10,8 @@
 use std::os::unix::fs::FileExt;
 
 use crate::blockcheck::{self, CheckOutcome};
+use crate::codec::Decoder;
+use crate::dinode::{dyn_features, ID2_OFFSET};
 use crate::dinode::{Body, Dinode, DINODE_CHECK_OFFSET};
 use crate::dir::{
     decode_entries, DirEntry, DIR_TRAILER_CHECK_OFFSET, DIR_TRAILER_SIGNATURE, DIR_TRAILER_SIZE,
@@ -16,6 +19,10 @@ use crate::dir::{
 use crate::error::{DecodeError, Error, Result};
 use crate::extent::{ExtentBlock, ExtentRec, EXTENT_BLOCK_CHECK_OFFSET};
 use crate::superblock::{SuperBlock, INCOMPAT_SUPPORTED, SUPER_BLOCK_BLKNO};
+use crate::xattr::{
+    self, namespace, XattrBlock, XattrBlockBody, XattrItem, XattrValue, XATTR_BLOCK_ATTRS_OFFSET,
+    XATTR_BLOCK_CHECK_OFFSET, XATTR_BUCKET_SIZE, XATTR_HEADER_CHECK_OFFSET,
+};
 
 /// Positioned reads from a device, an image or memory.
 pub trait BlockSource {
@@ -313,6 +320,184 @@ impl<S: BlockSource> Volume<S> {
             inode = self.read_inode(blkno)?;
         }
         Ok((blkno, inode))
+    }
+}
+
+impl<S: BlockSource> Volume<S> {
+    /// The extended attributes of an inode, as `getfattr` shows them: full
+    /// names (namespace prefix + stored name) and values (POSIX ACLs turned
+    /// into the VFS form), those in the inode block first, then those of its
+    /// xattr block or of the buckets of its xattr tree, in stored order.
+    /// Entries of a namespace no kernel handler knows are left out, as the
+    /// kernel leaves them out of `listxattr`.
+    pub fn xattrs(&self, inode: &Dinode) -> Result<Vec<(String, Vec<u8>)>> {
+        if inode.dyn_features & dyn_features::HAS_XATTR == 0 {
+            return Ok(Vec::new());
+        }
+        let mut items = Vec::new();
+        if inode.dyn_features & dyn_features::INLINE_XATTR != 0 {
+            items.extend(self.inline_xattrs(inode)?);
+        }
+        if inode.xattr_loc != 0 {
+            items.extend(self.block_xattrs(inode.xattr_loc)?);
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (block, item) in items {
+            let Some(name) = item.full_name() else {
+                continue;
+            };
+            let value = match &item.value {
+                XattrValue::Local(v) => v.clone(),
+                XattrValue::Outside { size, root } => {
+                    let mut leaves = Vec::new();
+                    self.collect_leaves(root.list.tree_depth, &root.list.recs, &mut leaves, 0)?;
+                    self.read_mapped(&leaves, *size, block)?
+                }
+            };
+            let value = match item.namespace {
+                namespace::POSIX_ACL_ACCESS | namespace::POSIX_ACL_DEFAULT => {
+                    xattr::acl_to_vfs(&value)
+                }
+                _ => value,
+            };
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    /// The attributes in the last `i_xattr_inline_size` bytes of the inode
+    /// block, each with the block it came from.
+    fn inline_xattrs(&self, inode: &Dinode) -> Result<Vec<(u64, XattrItem)>> {
+        let buf = self.read_checked(inode.blkno, DINODE_CHECK_OFFSET, "dinode")?;
+        let size = usize::from(inode.xattr_inline_size);
+        if size == 0 || size > buf.len() - ID2_OFFSET {
+            return Err(DecodeError {
+                block: inode.blkno,
+                structure: "dinode",
+                field: "i_xattr_inline_size",
+                problem: format!(
+                    "{size} bytes of inline xattrs in a {}-byte inode",
+                    buf.len()
+                ),
+            }
+            .into());
+        }
+        let d = Decoder::new(&buf[buf.len() - size..], inode.blkno, "xattr_ibody");
+        Ok(xattr::decode_area(&d)?
+            .into_iter()
+            .map(|i| (inode.blkno, i))
+            .collect())
+    }
+
+    /// The attributes of the xattr block at `blkno`: in the block itself, or
+    /// in the buckets of the tree it roots.
+    fn block_xattrs(&self, blkno: u64) -> Result<Vec<(u64, XattrItem)>> {
+        let buf = self.read_checked(blkno, XATTR_BLOCK_CHECK_OFFSET, "xattr_block")?;
+        let xb = XattrBlock::decode(&buf, blkno)?;
+        if xb.blkno != blkno {
+            return Err(DecodeError {
+                block: blkno,
+                structure: "xattr_block",
+                field: "xb_blkno",
+                problem: format!("says block {}", xb.blkno),
+            }
+            .into());
+        }
+        let list = match xb.body {
+            XattrBlockBody::Header(_) => {
+                let d = Decoder::new(&buf[XATTR_BLOCK_ATTRS_OFFSET..], blkno, "xattr_block");
+                return Ok(xattr::decode_area(&d)?
+                    .into_iter()
+                    .map(|i| (blkno, i))
+                    .collect());
+            }
+            XattrBlockBody::Tree { list, .. } => list,
+        };
+        let mut leaves = Vec::new();
+        self.collect_leaves(list.tree_depth, &list.recs, &mut leaves, 0)?;
+        let bs = self.block_size() as usize;
+        let per_bucket = (XATTR_BUCKET_SIZE / bs).max(1) as u64;
+        let buckets_per_cluster = self.sb.cluster_size() as usize / XATTR_BUCKET_SIZE;
+        let mut out = Vec::new();
+        for r in leaves {
+            // The first bucket of each extent says how many of the extent's
+            // buckets are in use.
+            let first = self.read_bucket(r.blkno, per_bucket)?;
+            let used = Decoder::new(&first, r.blkno, "xattr_bucket").le16(6, "xh_num_buckets")?;
+            let room = r.leaf_clusters() as usize * buckets_per_cluster;
+            if usize::from(used) > room {
+                return Err(DecodeError {
+                    block: r.blkno,
+                    structure: "xattr_bucket",
+                    field: "xh_num_buckets",
+                    problem: format!(
+                        "{used} buckets in an extent of {} clusters ({room} buckets)",
+                        r.leaf_clusters()
+                    ),
+                }
+                .into());
+            }
+            for i in 0..u64::from(used) {
+                let start = r.blkno.saturating_add(i * per_bucket);
+                let bucket = if i == 0 {
+                    first.clone()
+                } else {
+                    self.read_bucket(start, per_bucket)?
+                };
+                let d = Decoder::new(&bucket, start, "xattr_bucket");
+                out.extend(xattr::decode_area(&d)?.into_iter().map(|x| (start, x)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the bucket starting at `blkno` (`per_bucket` blocks) and checks
+    /// its metaecc, which covers all its blocks and sits in its header.
+    fn read_bucket(&self, blkno: u64, per_bucket: u64) -> Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(XATTR_BUCKET_SIZE);
+        for i in 0..per_bucket {
+            buf.extend(self.read_block(blkno.saturating_add(i))?);
+        }
+        if self.sb.meta_ecc() {
+            check_block(&mut buf, XATTR_HEADER_CHECK_OFFSET, blkno, "xattr_bucket")?;
+        }
+        Ok(buf)
+    }
+
+    /// `size` bytes mapped by leaf extents counted in clusters from 0 (a
+    /// value kept outside its entry); `owner` is the block of the entry.
+    fn read_mapped(&self, leaves: &[ExtentRec], size: u64, owner: u64) -> Result<Vec<u8>> {
+        let cs = u64::from(self.sb.cluster_size());
+        let mut out = vec![0u8; size as usize];
+        let mut covered = 0u64;
+        for r in leaves {
+            let start = u64::from(r.cpos) * cs;
+            let end = (start + u64::from(r.leaf_clusters()) * cs).min(size);
+            if start >= end {
+                continue;
+            }
+            let disk = r
+                .blkno
+                .checked_mul(u64::from(self.block_size()))
+                .ok_or_else(|| Error::Invalid(format!("block {} out of range", r.blkno)))?;
+            self.src
+                .read_at(disk, &mut out[start as usize..end as usize])
+                .map_err(|e| Error::Io {
+                    offset: disk,
+                    source: e,
+                })?;
+            covered += end - start;
+        }
+        if covered < size {
+            return Err(DecodeError {
+                block: owner,
+                structure: "xattr_value_root",
+                field: "xr_list",
+                problem: format!("extents cover {covered} of the value's {size} bytes"),
+            }
+            .into());
+        }
+        Ok(out)
     }
 }
 

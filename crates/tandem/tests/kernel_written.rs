@@ -5,24 +5,28 @@
 //! tree, a 2100-entry directory with deleted entries, inline and extent-mapped
 //! files, fragmented files whose extent lists overflow into extent blocks,
 //! sparse and preallocated files, fast and slow symlinks, hard links, a FIFO,
-//! owners, modes, set times, xattrs) and lists them in a manifest with `stat`
-//! (mode, owner, size, links, and mtime, atime and ctime to the nanosecond),
-//! `sha256sum` and `readlink`. Every manifest entry must match what
-//! `Volume::lookup`, `read_range` and `dir_entries` return, and what
-//! `tandem mount -o ro` shows through the kernel's VFS (`lstat`, file bytes,
-//! `readlink`, `readdir`). The shapes the test is about (extent blocks,
+//! owners, modes, set times, xattrs in every place OCFS2 keeps them) and lists
+//! them in a manifest with `stat` (mode, owner, size, links, and mtime, atime
+//! and ctime to the nanosecond), `sha256sum`, `readlink` and `getfattr`. Every
+//! manifest entry must match what `Volume::lookup`, `read_range`,
+//! `dir_entries` and `xattrs` return, and what `tandem mount -o ro` shows
+//! through the kernel's VFS (`lstat`, file bytes, `readlink`, `readdir`,
+//! `llistxattr`, `lgetxattr`). The shapes the test is about (extent blocks,
 //! indexed and inline directories, inline data) must really be on disk, so a
 //! kernel that wrote something else fails the test rather than passing it
 //! trivially.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use ocfs2::dinode::{dyn_features, mode, Body, Dinode};
+use ocfs2::xattr::{XattrBlock, XattrBlockBody, XATTR_INLINE_SIZE};
 use ocfs2::Volume;
 use sha2::{Digest, Sha256};
 use vmtest::{Guest, Outcome, Vm};
@@ -103,11 +107,20 @@ struct Geometry {
 }
 
 const GEOMETRIES: &[Geometry] = &[
+    // No incompat feature but xattr: 1 KiB blocks make buckets of four
+    // blocks.
     Geometry {
         name: "compat-1k-32k",
-        mkfs: &["-b", "1K", "-C", "32K", "--fs-feature-level=max-compat"],
+        mkfs: &[
+            "-b",
+            "1K",
+            "-C",
+            "32K",
+            "--fs-feature-level=max-compat",
+            "--fs-features=xattr",
+        ],
         cluster: 32 << 10,
-        xattrs: false,
+        xattrs: true,
         sparse: false,
         inline: false,
         indexed: false,
@@ -227,6 +240,217 @@ fn parent_and_name(path: &str) -> Option<(String, String)> {
     Some((parent.to_string(), name.to_string()))
 }
 
+/// Attributes by name.
+type Xattrs = BTreeMap<String, Vec<u8>>;
+
+/// getfattr's escapes in a file name: `\ooo` (octal byte) and `\\`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+        {
+            out.push(u8::from_str_radix(&s[i + 1..i + 4], 8).unwrap());
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// `getfattr -d -m - -e hex` output: "# file: PATH" then "name=0xHEX" lines
+/// ("name" or "name=" alone for an empty value).
+fn parse_xattrs(text: &str) -> BTreeMap<String, Xattrs> {
+    let mut out: BTreeMap<String, Xattrs> = BTreeMap::new();
+    let mut file: Option<String> = None;
+    for line in text.lines() {
+        if let Some(p) = line.strip_prefix("# file: ") {
+            // getfattr drops find's leading "./".
+            let p = unescape(p);
+            file = Some(match p.as_str() {
+                "." => "/".to_string(),
+                p => format!("/{}", p.strip_prefix("./").unwrap_or(p)),
+            });
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let (name, value) = line.split_once('=').unwrap_or((line, ""));
+        let hex = value.strip_prefix("0x").unwrap_or(value);
+        assert!(hex.len() % 2 == 0, "bad getfattr line {line:?}");
+        let value: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        let f = file
+            .clone()
+            .expect("getfattr printed an attribute before a file");
+        let dup = out.entry(f).or_default().insert(name.to_string(), value);
+        assert!(dup.is_none(), "getfattr listed {name} twice");
+    }
+    out
+}
+
+/// The kernel's attributes of every file, from the manifest (none at all on a
+/// volume without the xattr feature).
+fn kernel_xattrs(g: &Geometry, outcome: &Outcome) -> BTreeMap<String, Xattrs> {
+    if !g.xattrs {
+        return BTreeMap::new();
+    }
+    let text = std::fs::read_to_string(outcome.out_file(&format!("{}.xattrs", g.name)))
+        .unwrap_or_else(|e| panic!("{}: no .xattrs manifest ({e})", g.name));
+    let x = parse_xattrs(&text);
+    assert!(
+        x.values().map(BTreeMap::len).sum::<usize>() > 240,
+        "{}: xattr manifest too short",
+        g.name
+    );
+    x
+}
+
+/// Compares one file's attributes; `got` may hold a name twice.
+fn compare_xattrs(got: Vec<(String, Vec<u8>)>, want: Option<&Xattrs>) -> Result<(), String> {
+    let empty = Xattrs::new();
+    let want = want.unwrap_or(&empty);
+    let mut map = Xattrs::new();
+    for (name, value) in got {
+        if map.insert(name.clone(), value).is_some() {
+            return Err(format!("xattr {name} listed twice"));
+        }
+    }
+    if &map == want {
+        return Ok(());
+    }
+    let show = |m: &Xattrs| -> Vec<String> {
+        m.iter()
+            .map(|(n, v)| format!("{n}={} bytes {:02x?}", v.len(), &v[..v.len().min(8)]))
+            .collect()
+    };
+    let only_us: Xattrs = map
+        .iter()
+        .filter(|(n, v)| want.get(*n) != Some(v))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let only_kernel: Xattrs = want
+        .iter()
+        .filter(|(n, v)| map.get(*n) != Some(v))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    Err(format!(
+        "xattrs differ: ours {:?}; the kernel's {:?}",
+        show(&only_us),
+        show(&only_kernel)
+    ))
+}
+
+/// A C path for the xattr calls.
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// `llistxattr` + `lgetxattr` of every name, each sized by a probe first.
+fn mount_xattrs(p: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let c = c_path(p);
+    // SAFETY: `c` is a NUL-terminated path; a null buffer of size 0 asks only
+    // for the list's size.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut list = vec![0u8; n as usize];
+    // SAFETY: the buffer is `list.len()` writable bytes.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), list.as_mut_ptr().cast(), list.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    list.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).unwrap();
+        out.push((
+            String::from_utf8_lossy(name).into_owned(),
+            mount_getxattr(&c, &cname)?,
+        ));
+    }
+    Ok(out)
+}
+
+/// One value by `lgetxattr`: a size probe, then the value.
+fn mount_getxattr(path: &CString, name: &CString) -> std::io::Result<Vec<u8>> {
+    // SAFETY: NUL-terminated path and name; a null buffer of size 0 asks only
+    // for the value's size.
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut v = vec![0u8; n as usize];
+    // SAFETY: the buffer is `v.len()` writable bytes.
+    let n =
+        unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    v.truncate(n as usize);
+    Ok(v)
+}
+
+/// The error cases of getxattr/listxattr through the mount: a buffer one byte
+/// short is `ERANGE` (for values of 2 bytes or more), a missing name
+/// `ENODATA`.
+fn check_xattr_errors(p: &Path, name: &str, len: usize) -> Result<(), String> {
+    let c = c_path(p);
+    let cname = CString::new(name).unwrap();
+    let mut buf = vec![0u8; len.saturating_sub(1)];
+    // SAFETY: the buffer is `buf.len()` writable bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    // (A size-0 buffer is the size probe, not a short buffer.)
+    if len > 1 && (n >= 0 || e != Some(libc::ERANGE)) {
+        return Err(format!(
+            "getxattr {name} into {} bytes: {n}, {e:?}, not ERANGE",
+            buf.len()
+        ));
+    }
+    let missing = CString::new("user.no-such-attribute").unwrap();
+    // SAFETY: as above.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            missing.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if n >= 0 || e != Some(libc::ENODATA) {
+        return Err(format!(
+            "getxattr of a missing name: {n}, {e:?}, not ENODATA"
+        ));
+    }
+    let mut one = [0u8; 1];
+    // SAFETY: a 1-byte buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), one.as_mut_ptr().cast(), 1) };
+    let e = std::io::Error::last_os_error().raw_os_error();
+    if n >= 0 || e != Some(libc::ERANGE) {
+        return Err(format!("listxattr into 1 byte: {n}, {e:?}, not ERANGE"));
+    }
+    Ok(())
+}
+
 /// Shapes seen while checking a volume.
 #[derive(Default, Debug)]
 struct Seen {
@@ -236,6 +460,10 @@ struct Seen {
     inline_file: bool,
     slow_symlink: bool,
     fast_symlink: bool,
+    inline_xattrs: bool,
+    xattr_block: bool,
+    xattr_tree: bool,
+    xattr_value_outside: bool,
 }
 
 fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<String>) {
@@ -246,6 +474,7 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
     let stats = parse_stat(&read("stat"));
     let sums = parse_sums(&read("sha256"));
     let links = parse_links(&read("links"));
+    let xattrs = kernel_xattrs(g, outcome);
     let mut fail = |path: &str, what: String| failures.push(format!("{} {path}: {what}", g.name));
     assert!(stats.len() > 2000, "{}: manifest too short", g.name);
 
@@ -289,6 +518,31 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
         }
         if let Body::Extents(list) = &inode.body {
             seen.extent_blocks |= list.tree_depth > 0;
+        }
+        match vol.xattrs(&inode) {
+            Ok(got) => {
+                seen.xattr_value_outside |=
+                    got.iter().any(|(_, v)| v.len() as u64 > XATTR_INLINE_SIZE);
+                if let Err(e) = compare_xattrs(got, xattrs.get(path)) {
+                    fail(path, e);
+                }
+            }
+            Err(e) => fail(path, format!("xattrs: {e}")),
+        }
+        seen.inline_xattrs |= inode.dyn_features & dyn_features::INLINE_XATTR != 0;
+        if inode.xattr_loc != 0 {
+            seen.xattr_block = true;
+            let xb = vol
+                .read_block(inode.xattr_loc)
+                .ok()
+                .and_then(|b| XattrBlock::decode(&b, inode.xattr_loc).ok());
+            seen.xattr_tree |= matches!(
+                xb,
+                Some(XattrBlock {
+                    body: XattrBlockBody::Tree { .. },
+                    ..
+                })
+            );
         }
         match want.mode & mode::S_IFMT {
             mode::S_IFREG => {
@@ -379,6 +633,22 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
         seen.inline_file == g.inline,
         "inline file (or one unexpected)",
     );
+    shape(
+        seen.inline_xattrs == g.xattrs,
+        "xattrs in an inode (or some unexpected)",
+    );
+    shape(
+        seen.xattr_block == g.xattrs,
+        "xattr block (or one unexpected)",
+    );
+    shape(
+        seen.xattr_tree == g.xattrs,
+        "xattr tree of buckets (or one unexpected)",
+    );
+    shape(
+        seen.xattr_value_outside == g.xattrs,
+        "xattr value outside its entry (or one unexpected)",
+    );
 }
 
 /// Every manifest entry through the read-only FUSE mount of the volume.
@@ -389,6 +659,7 @@ fn check_mount(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<S
     let stats = parse_stat(&read("stat"));
     let sums = parse_sums(&read("sha256"));
     let links = parse_links(&read("links"));
+    let xattrs = kernel_xattrs(g, outcome);
     let mut fail =
         |path: &str, what: String| failures.push(format!("{} (mount) {path}: {what}", g.name));
     let mnt = Mounted::new(img, img.with_extension("mnt"));
@@ -429,6 +700,22 @@ fn check_mount(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<S
                     expected(want)
                 ),
             );
+        }
+        match mount_xattrs(&p) {
+            Ok(got) => {
+                if let Err(e) = compare_xattrs(got, xattrs.get(path)) {
+                    fail(path, e);
+                }
+            }
+            Err(e) => fail(path, format!("listxattr/getxattr: {e}")),
+        }
+        if let Some((name, value)) = xattrs
+            .get(path)
+            .and_then(|x| x.iter().max_by_key(|(_, v)| v.len()))
+        {
+            if let Err(e) = check_xattr_errors(&p, name, value.len()) {
+                fail(path, e);
+            }
         }
         match want.mode & mode::S_IFMT {
             mode::S_IFREG => match std::fs::read(&p) {
@@ -507,6 +794,7 @@ fn reader_and_mount_match_what_the_kernel_wrote() {
     }
     let guest = Guest::new(script)
         .host_program("/usr/bin/setfattr")
+        .host_program("/usr/bin/getfattr")
         .timeout(Duration::from_secs(180));
     let guest = images
         .iter()

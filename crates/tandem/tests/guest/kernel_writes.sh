@@ -85,16 +85,40 @@ fill() {
     touch -d '2001-02-03 04:05:06' small
 
     if [ $xattrs = yes ]; then
+        # In the inode (small ones), an empty and a binary value, every
+        # namespace a plain user may not set, on a directory and a symlink.
         setfattr -n user.small -v v1 small
+        setfattr -n user.empty small
+        setfattr -n trusted.binary -v 0x00ff0a7f small
+        setfattr -n security.label -v unconfined medium
+        setfattr -n user.on-dir -v d deep
+        setfattr -h -n trusted.on-link -v l fast-link
+        # A value kept in clusters outside its entry.
         setfattr -n user.big -v $(repeat 3000 v) large
+        # Enough for an xattr block.
         i=0
         while [ $i -lt 40 ]; do
             setfattr -n user.attr-$i -v value-$i-$(repeat 60 z) medium
             i=$((i + 1))
         done
+        # More than a block holds: an xattr tree of buckets, some values in
+        # them kept outside.
+        : > many
+        i=0
+        while [ $i -lt 200 ]; do
+            if [ $((i % 50)) = 7 ]; then
+                v=$(repeat 300 w)-$i
+            else
+                v=value-$i
+            fi
+            setfattr -n user.many-attribute-$i -v "$v" many
+            i=$((i + 1))
+        done
+        # Every attribute, hex encoded (file names in getfattr's escapes).
+        find . -exec getfattr -h -d -m - -e hex {} + > /out/$name.xattrs
     fi
 
-    # The manifest: checksums of regular files; symlink targets; then (last,
+    # The manifest: attributes (above); checksums of regular files; symlink targets; then (last,
     # so the reads above have already moved every atime they will) mode (hex),
     # size, uid, gid, links, mtime, atime and ctime (seconds, then in full for
     # the nanoseconds) and name.
