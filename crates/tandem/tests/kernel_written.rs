@@ -466,28 +466,80 @@ struct Seen {
     xattr_value_outside: bool,
 }
 
-fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<String>) {
-    let read = |ext: &str| {
-        std::fs::read_to_string(outcome.out_file(&format!("{}.{ext}", g.name)))
-            .unwrap_or_else(|e| panic!("{}: no .{ext} manifest ({e})", g.name))
-    };
-    let stats = parse_stat(&read("stat"));
-    let sums = parse_sums(&read("sha256"));
-    let links = parse_links(&read("links"));
-    let xattrs = kernel_xattrs(g, outcome);
-    let mut fail = |path: &str, what: String| failures.push(format!("{} {path}: {what}", g.name));
-    assert!(stats.len() > 2000, "{}: manifest too short", g.name);
+/// What the guest recorded of one volume, and the comparisons both checks
+/// make against it: each returns the mismatch, if any, as a message.
+struct Manifest {
+    stats: BTreeMap<String, Entry>,
+    sums: BTreeMap<String, String>,
+    links: BTreeMap<String, String>,
+    xattrs: BTreeMap<String, Xattrs>,
+    children: BTreeMap<String, BTreeSet<String>>,
+}
 
-    let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for path in stats.keys() {
-        if let Some((parent, name)) = parent_and_name(path) {
-            children.entry(parent).or_default().insert(name);
+impl Manifest {
+    fn load(g: &Geometry, outcome: &Outcome) -> Manifest {
+        let read = |ext: &str| {
+            std::fs::read_to_string(outcome.out_file(&format!("{}.{ext}", g.name)))
+                .unwrap_or_else(|e| panic!("{}: no .{ext} manifest ({e})", g.name))
+        };
+        let stats = parse_stat(&read("stat"));
+        assert!(stats.len() > 2000, "{}: manifest too short", g.name);
+        let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for path in stats.keys() {
+            if let Some((parent, name)) = parent_and_name(path) {
+                children.entry(parent).or_default().insert(name);
+            }
+        }
+        Manifest {
+            stats,
+            sums: parse_sums(&read("sha256")),
+            links: parse_links(&read("links")),
+            xattrs: kernel_xattrs(g, outcome),
+            children,
         }
     }
 
+    fn attributes(&self, path: &str, got: Compared) -> Option<String> {
+        let want = expected(&self.stats[path]);
+        (got != want).then(|| {
+            format!("(mode, size, uid, gid, links, [mtime, atime, ctime]) {got:?}, kernel says {want:?}")
+        })
+    }
+
+    fn contents(&self, path: &str, data: &[u8]) -> Option<String> {
+        let sum = format!("{:x}", Sha256::digest(data));
+        (self.sums.get(path) != Some(&sum))
+            .then(|| format!("sha256 {sum}, kernel says {:?}", self.sums.get(path)))
+    }
+
+    fn target(&self, path: &str, target: &str) -> Option<String> {
+        (self.links.get(path).map(String::as_str) != Some(target))
+            .then(|| format!("target {target:?}, kernel says {:?}", self.links.get(path)))
+    }
+
+    fn names(&self, path: &str, names: &BTreeSet<String>) -> Option<String> {
+        let want = self.children.get(path).cloned().unwrap_or_default();
+        (*names != want).then(|| {
+            format!(
+                "names only we list: {:?}; only the kernel lists: {:?}",
+                names.difference(&want).collect::<Vec<_>>(),
+                want.difference(names).collect::<Vec<_>>()
+            )
+        })
+    }
+
+    fn xattrs(&self, path: &str, got: Vec<(String, Vec<u8>)>) -> Option<String> {
+        compare_xattrs(got, self.xattrs.get(path)).err()
+    }
+}
+
+fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<String>) {
+    let m = Manifest::load(g, outcome);
+    let mut fail = |path: &str, what: String| failures.push(format!("{} {path}: {what}", g.name));
+
     let vol = Volume::open(File::open(img).unwrap()).unwrap();
     let mut seen = Seen::default();
-    for (path, want) in &stats {
+    for (path, want) in &m.stats {
         let inode: Dinode = match vol.lookup(path) {
             Ok((_, i)) => i,
             Err(e) => {
@@ -507,15 +559,7 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
                 (inode.ctime, inode.ctime_nsec),
             ],
         );
-        if got != expected(want) {
-            fail(
-                path,
-                format!(
-                    "(mode, size, uid, gid, links, [mtime, atime, ctime]) {got:?}, kernel says {:?}",
-                    expected(want)
-                ),
-            );
-        }
+        let mut problems = vec![m.attributes(path, got)];
         if let Body::Extents(list) = &inode.body {
             seen.extent_blocks |= list.tree_depth > 0;
         }
@@ -523,11 +567,9 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
             Ok(got) => {
                 seen.xattr_value_outside |=
                     got.iter().any(|(_, v)| v.len() as u64 > XATTR_INLINE_SIZE);
-                if let Err(e) = compare_xattrs(got, xattrs.get(path)) {
-                    fail(path, e);
-                }
+                problems.push(m.xattrs(path, got));
             }
-            Err(e) => fail(path, format!("xattrs: {e}")),
+            Err(e) => problems.push(Some(format!("xattrs: {e}"))),
         }
         seen.inline_xattrs |= inode.dyn_features & dyn_features::INLINE_XATTR != 0;
         if inode.xattr_loc != 0 {
@@ -547,39 +589,23 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
         match want.mode & mode::S_IFMT {
             mode::S_IFREG => {
                 seen.inline_file |= matches!(inode.body, Body::Inline(_));
-                match vol.read_range(&inode, 0, want.size as usize) {
-                    Ok(data) => {
-                        let sum = format!("{:x}", Sha256::digest(&data));
-                        if sums.get(path) != Some(&sum) {
-                            fail(
-                                path,
-                                format!("sha256 {sum}, kernel says {:?}", sums.get(path)),
-                            );
-                        }
-                    }
-                    Err(e) => fail(path, format!("read_range: {e}")),
-                }
+                problems.push(match vol.read_range(&inode, 0, want.size as usize) {
+                    Ok(data) => m.contents(path, &data),
+                    Err(e) => Some(format!("read_range: {e}")),
+                });
             }
             mode::S_IFLNK => {
                 seen.fast_symlink |= matches!(inode.body, Body::FastSymlink(_));
                 seen.slow_symlink |= matches!(inode.body, Body::Extents(_));
-                match vol.read_range(&inode, 0, want.size as usize) {
-                    Ok(t) => {
-                        let t = String::from_utf8_lossy(&t).into_owned();
-                        if links.get(path) != Some(&t) {
-                            fail(
-                                path,
-                                format!("target {t:?}, kernel says {:?}", links.get(path)),
-                            );
-                        }
-                    }
-                    Err(e) => fail(path, format!("read_range: {e}")),
-                }
+                problems.push(match vol.read_range(&inode, 0, want.size as usize) {
+                    Ok(t) => m.target(path, &String::from_utf8_lossy(&t)),
+                    Err(e) => Some(format!("read_range: {e}")),
+                });
             }
             mode::S_IFDIR => {
                 seen.inline_dir |= matches!(inode.body, Body::Inline(_));
                 seen.indexed_dir |= inode.dyn_features & dyn_features::INDEXED_DIR != 0;
-                match vol.dir_entries(&inode) {
+                problems.push(match vol.dir_entries(&inode) {
                     Ok(entries) => {
                         let mut names = BTreeSet::new();
                         for e in entries {
@@ -588,28 +614,21 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
                                 fail(path, format!("{n:?} listed twice"));
                             }
                         }
-                        let want_names = children.get(path).cloned().unwrap_or_default();
-                        if names != want_names {
-                            fail(
-                                path,
-                                format!(
-                                    "names only we list: {:?}; only the kernel lists: {:?}",
-                                    names.difference(&want_names).collect::<Vec<_>>(),
-                                    want_names.difference(&names).collect::<Vec<_>>()
-                                ),
-                            );
-                        }
+                        m.names(path, &names)
                     }
-                    Err(e) => fail(path, format!("dir_entries: {e}")),
-                }
+                    Err(e) => Some(format!("dir_entries: {e}")),
+                });
             }
             _ => {}
+        }
+        for problem in problems.into_iter().flatten() {
+            fail(path, problem);
         }
     }
     eprintln!(
         "{}: {} entries checked, shapes {seen:?}",
         g.name,
-        stats.len()
+        m.stats.len()
     );
 
     // The shapes this geometry must have produced.
@@ -653,28 +672,14 @@ fn check_volume(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<
 
 /// Every manifest entry through the read-only FUSE mount of the volume.
 fn check_mount(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<String>) {
-    let read = |ext: &str| {
-        std::fs::read_to_string(outcome.out_file(&format!("{}.{ext}", g.name))).unwrap()
-    };
-    let stats = parse_stat(&read("stat"));
-    let sums = parse_sums(&read("sha256"));
-    let links = parse_links(&read("links"));
-    let xattrs = kernel_xattrs(g, outcome);
+    let m = Manifest::load(g, outcome);
     let mut fail =
         |path: &str, what: String| failures.push(format!("{} (mount) {path}: {what}", g.name));
     let mnt = Mounted::new(img, img.with_extension("mnt"));
-    let on_mount = |path: &str| mnt.0.join(path.trim_start_matches('/'));
-
-    let mut children: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for path in stats.keys() {
-        if let Some((parent, name)) = parent_and_name(path) {
-            children.entry(parent).or_default().insert(name);
-        }
-    }
-    for (path, want) in &stats {
-        let p = on_mount(path);
+    for (path, want) in &m.stats {
+        let p = mnt.0.join(path.trim_start_matches('/'));
         let md = match std::fs::symlink_metadata(&p) {
-            Ok(m) => m,
+            Ok(md) => md,
             Err(e) => {
                 fail(path, format!("lstat: {e}"));
                 continue;
@@ -692,82 +697,46 @@ fn check_mount(g: &Geometry, img: &Path, outcome: &Outcome, failures: &mut Vec<S
                 (md.ctime() as u64, md.ctime_nsec() as u32),
             ],
         );
-        if got != expected(want) {
-            fail(
-                path,
-                format!(
-                    "(mode, size, uid, gid, links, [mtime, atime, ctime]) {got:?}, kernel says {:?}",
-                    expected(want)
-                ),
-            );
-        }
-        match mount_xattrs(&p) {
-            Ok(got) => {
-                if let Err(e) = compare_xattrs(got, xattrs.get(path)) {
-                    fail(path, e);
-                }
-            }
-            Err(e) => fail(path, format!("listxattr/getxattr: {e}")),
-        }
-        if let Some((name, value)) = xattrs
+        let mut problems = vec![m.attributes(path, got)];
+        problems.push(match mount_xattrs(&p) {
+            Ok(got) => m.xattrs(path, got),
+            Err(e) => Some(format!("listxattr/getxattr: {e}")),
+        });
+        if let Some((name, value)) = m
+            .xattrs
             .get(path)
             .and_then(|x| x.iter().max_by_key(|(_, v)| v.len()))
         {
-            if let Err(e) = check_xattr_errors(&p, name, value.len()) {
-                fail(path, e);
-            }
+            problems.push(check_xattr_errors(&p, name, value.len()).err());
         }
-        match want.mode & mode::S_IFMT {
+        problems.push(match want.mode & mode::S_IFMT {
             mode::S_IFREG => match std::fs::read(&p) {
-                Ok(data) => {
-                    let sum = format!("{:x}", Sha256::digest(&data));
-                    if sums.get(path) != Some(&sum) {
-                        fail(
-                            path,
-                            format!("sha256 {sum}, kernel says {:?}", sums.get(path)),
-                        );
-                    }
-                }
-                Err(e) => fail(path, format!("read: {e}")),
+                Ok(data) => m.contents(path, &data),
+                Err(e) => Some(format!("read: {e}")),
             },
             mode::S_IFLNK => match std::fs::read_link(&p) {
-                Ok(t) => {
-                    let t = t.to_string_lossy().into_owned();
-                    if links.get(path) != Some(&t) {
-                        fail(
-                            path,
-                            format!("target {t:?}, kernel says {:?}", links.get(path)),
-                        );
-                    }
-                }
-                Err(e) => fail(path, format!("readlink: {e}")),
+                Ok(t) => m.target(path, &t.to_string_lossy()),
+                Err(e) => Some(format!("readlink: {e}")),
             },
             mode::S_IFDIR => match std::fs::read_dir(&p) {
                 Ok(entries) => {
                     let names: BTreeSet<String> = entries
                         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                         .collect();
-                    let want_names = children.get(path).cloned().unwrap_or_default();
-                    if names != want_names {
-                        fail(
-                            path,
-                            format!(
-                                "names only we list: {:?}; only the kernel lists: {:?}",
-                                names.difference(&want_names).collect::<Vec<_>>(),
-                                want_names.difference(&names).collect::<Vec<_>>()
-                            ),
-                        );
-                    }
+                    m.names(path, &names)
                 }
-                Err(e) => fail(path, format!("readdir: {e}")),
+                Err(e) => Some(format!("readdir: {e}")),
             },
-            _ => {}
+            _ => None,
+        });
+        for problem in problems.into_iter().flatten() {
+            fail(path, problem);
         }
     }
     eprintln!(
         "{}: {} entries checked through the mount",
         g.name,
-        stats.len()
+        m.stats.len()
     );
 }
 
