@@ -1799,17 +1799,7 @@ impl Resource {
                 }
                 if self.peers[p].repl == ReplState::Established && self.disk == DiskState::UpToDate
                 {
-                    let peer = &mut self.peers[p];
-                    peer.repl = ReplState::VerifyT;
-                    peer.verify = Verify {
-                        alg: Some(alg),
-                        ..Verify::default()
-                    };
-                    let id = peer.id;
-                    self.out.push(Action::Note(Note::VerifyStarted {
-                        peer: id,
-                        source: false,
-                    }));
+                    self.begin_verify(p, alg, false);
                 }
                 if self.peers[p].repl != ReplState::VerifyT {
                     // Not comparable here (no data): every block counts as in sync.
@@ -2274,17 +2264,7 @@ impl Resource {
         {
             return Err(AdminError::NeedConnection);
         }
-        let peer = &mut self.peers[p];
-        peer.repl = ReplState::VerifyS;
-        peer.verify = Verify {
-            alg: Some(alg),
-            ..Verify::default()
-        };
-        let id = peer.id;
-        self.out.push(Action::Note(Note::VerifyStarted {
-            peer: id,
-            source: true,
-        }));
+        self.begin_verify(p, alg, true);
         self.pump_verify(p);
         Ok(())
     }
@@ -2296,6 +2276,24 @@ impl Resource {
                 .deferred_writes
                 .iter()
                 .any(|(_, b, d)| *b <= block && block < b + (d.len() / BLOCK_SIZE) as u64)
+    }
+
+    /// Starts an online verify with peer `p`, as its source (VerifyS) or
+    /// target (VerifyT).
+    fn begin_verify(&mut self, p: usize, alg: VerifyAlg, source: bool) {
+        let peer = &mut self.peers[p];
+        peer.repl = if source {
+            ReplState::VerifyS
+        } else {
+            ReplState::VerifyT
+        };
+        peer.verify = Verify {
+            alg: Some(alg),
+            ..Verify::default()
+        };
+        let id = peer.id;
+        self.out
+            .push(Action::Note(Note::VerifyStarted { peer: id, source }));
     }
 
     /// Source: keeps up to `resync_window` runs under comparison; ends the verify
