@@ -4,16 +4,18 @@
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 
 use blockdev::BlockDevice;
 use replication::{IoError, BLOCK_SIZE};
 
-use crate::host::{HostMsg, IoRequest};
+use crate::host::{Events, HostMsg, IoRequest};
 
-/// Device I/O as engine requests: each call waits for the engine's answer.
+/// Device I/O as engine requests: each call hands its request to the engine on
+/// the calling (FUSE) thread and waits for the answer, which comes from whichever
+/// thread completes it.
 pub struct EngineDevice {
-    pub events: Sender<HostMsg>,
+    pub events: Events,
     pub size: u64,
 }
 
