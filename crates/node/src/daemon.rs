@@ -13,6 +13,7 @@ use replication::{Admin, VerifyAlg};
 use crate::cluster_host::{ClusterHost, LockEvent};
 use crate::control::{Request, Response};
 use crate::host::ResourceHost;
+use crate::spec::ResourceSpec;
 
 /// drbdadm's exit code for a failed state change.
 const EXIT_STATE_CHANGE: i32 = 11;
@@ -332,6 +333,19 @@ fn serve_lock(stream: &UnixStream, cluster: &ClusterSlot, domain: &str, name: &s
     }
 }
 
+/// `up`: starts the resource and adds it to the table.
+fn start(table: &mut HashMap<String, ResourceHost>, spec: ResourceSpec) -> Response {
+    let name = spec.name.clone();
+    match ResourceHost::start(spec) {
+        Ok(host) => {
+            eprintln!("tandemd: {name}: up");
+            table.insert(name, host);
+            Response::Ok
+        }
+        Err(e) => error(format!("{name}: {e}"), EXIT_NO_RESOURCE),
+    }
+}
+
 /// Runs one administrative command per peer of `resource`; the last refusal,
 /// if any.
 fn every_peer(
@@ -388,15 +402,7 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
             if table.contains_key(&spec.name) {
                 Response::Ok
             } else {
-                let name = spec.name.clone();
-                match ResourceHost::start(spec) {
-                    Ok(host) => {
-                        eprintln!("tandemd: {name}: up");
-                        table.insert(name, host);
-                        Response::Ok
-                    }
-                    Err(e) => error(format!("{name}: {e}"), EXIT_NO_RESOURCE),
-                }
+                start(&mut table, spec)
             }
         }
         Request::Down { resource } => match table.get(&resource).map(|h| h.check_not_in_use()) {
@@ -431,17 +437,7 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
                 Ok(()) => Response::Ok,
                 Err(e) => error(e, EXIT_STATE_CHANGE),
             },
-            None => {
-                let name = spec.name.clone();
-                match ResourceHost::start(spec) {
-                    Ok(host) => {
-                        eprintln!("tandemd: {name}: up");
-                        table.insert(name, host);
-                        Response::Ok
-                    }
-                    Err(e) => error(format!("{name}: {e}"), EXIT_NO_RESOURCE),
-                }
-            }
+            None => start(&mut table, spec),
         },
         Request::Verify { resource, alg } => match VerifyAlg::from_name(&alg) {
             Err(e) => error(format!("{resource}: {e}"), EXIT_NO_RESOURCE),

@@ -2028,16 +2028,7 @@ impl Resource {
                 let source = self.role == Role::Primary
                     || (hello.role != Role::Primary && self.config.node_id < id);
                 if source {
-                    peer.repl = ReplState::SyncSource;
-                    peer.resync_cursor = 0;
-                    let blocks = peer.bitmap.count();
-                    self.out.push(Action::Note(Note::SyncStarted {
-                        peer: id,
-                        source: true,
-                        blocks,
-                    }));
-                    self.persist();
-                    self.pump_resync(p);
+                    self.start_source(p);
                 } else {
                     self.start_target(p, false);
                 }
@@ -2065,16 +2056,7 @@ impl Resource {
                     peer.bitmap.set_all();
                 }
                 peer.bitmap.merge(&theirs);
-                peer.repl = ReplState::SyncSource;
-                peer.resync_cursor = 0;
-                let blocks = peer.bitmap.count();
-                self.out.push(Action::Note(Note::SyncStarted {
-                    peer: id,
-                    source: true,
-                    blocks,
-                }));
-                self.persist();
-                self.pump_resync(p);
+                self.start_source(p);
             }
             SyncDecision::TargetBitmap | SyncDecision::TargetFull => {
                 if self.role == Role::Primary {
@@ -2095,6 +2077,21 @@ impl Resource {
             }
         }
         self.drain_blocked();
+    }
+
+    /// Starts resyncing the peer's out-of-sync blocks to it (bitmap already set).
+    fn start_source(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        peer.repl = ReplState::SyncSource;
+        peer.resync_cursor = 0;
+        let (id, blocks) = (peer.id, peer.bitmap.count());
+        self.out.push(Action::Note(Note::SyncStarted {
+            peer: id,
+            source: true,
+            blocks,
+        }));
+        self.persist();
+        self.pump_resync(p);
     }
 
     fn start_target(&mut self, p: usize, full: bool) {
