@@ -28,7 +28,7 @@ use std::io;
 use std::sync::Arc;
 
 pub use faulty::{FaultyDevice, IoKind};
-pub use file::{FileDevice, FileDeviceOptions};
+pub use file::{logical_block_size, AlignedBuf, FileDevice, FileDeviceOptions};
 pub use memory::MemoryDevice;
 
 /// A block device: `size()` bytes with positioned I/O. `Send + Sync`: requests

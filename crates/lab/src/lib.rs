@@ -12,8 +12,10 @@
 //!   `/etc/default/o2cb` start out as a fresh machine's), `/run` and `/mnt` are
 //!   private tmpfs, and `/dev` is a private tmpfs holding the usual character
 //!   devices plus the node's two disks `/dev/sdb` and `/dev/sdc`;
-//! - two sparse 1 GiB image files attached to loop devices (loop devices are global
-//!   to the kernel; only their nodes in the private `/dev` make them "the node's");
+//! - two sparse 1 GiB image files attached to loop devices with direct I/O, so a
+//!   disk has no page cache between it and its file, as a real disk has none
+//!   (loop devices are global to the kernel; only their nodes in the private
+//!   `/dev` make them "the node's");
 //! - an address on the loopback range (127.0.0.11, 127.0.0.12, ...) on the
 //!   loopback interface of a network namespace the lab's nodes share, so traffic
 //!   between nodes never leaves the lab, each node finds its own address on "this
@@ -402,7 +404,7 @@ impl Lab {
             file.set_len(DISK_SIZE)?;
             drop(file);
             let out = run(Command::new("losetup")
-                .args(["--find", "--show"])
+                .args(["--find", "--show", "--direct-io=on"])
                 .arg(&image))?;
             let device = out.trim().to_string();
             disks.push(format!("{disk}={device}"));

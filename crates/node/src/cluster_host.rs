@@ -49,9 +49,6 @@ use crate::control::{ClusterStatus, DomainLocks, LockInfo, NodeStatus};
 
 /// How often the engine ticks membership.
 const TICK: Duration = Duration::from_millis(100);
-/// Bytes per node in a heartbeat region on a plain file; on a block device
-/// o2hb uses the device's logical sector size.
-const FILE_SECTOR: usize = 512;
 /// How long a dial may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// A write to a peer that takes longer than this breaks the connection.
@@ -361,29 +358,6 @@ struct Region {
     slots: usize,
 }
 
-/// The logical sector size of a block device (`BLKSSZGET`); `FILE_SECTOR`
-/// for anything else.
-fn sector_size(file: &File) -> usize {
-    use std::os::unix::fs::FileTypeExt;
-    use std::os::unix::io::AsRawFd;
-    let is_block = file
-        .metadata()
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    if !is_block {
-        return FILE_SECTOR;
-    }
-    // BLKSSZGET = _IO(0x12, 104): the logical block size, as an int.
-    const BLKSSZGET: libc::c_ulong = 0x1268;
-    let mut size: libc::c_int = 0;
-    // SAFETY: BLKSSZGET writes one int through the valid pointer we pass.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut size) };
-    match usize::try_from(size) {
-        Ok(s) if rc == 0 && s.is_power_of_two() && (512..=4096).contains(&s) => s,
-        _ => FILE_SECTOR,
-    }
-}
-
 impl Region {
     fn open(path: &Path) -> Result<Region, String> {
         let volume =
@@ -405,7 +379,7 @@ impl Region {
         let region_bytes =
             u64::from(first.leaf_clusters()) * u64::from(volume.superblock().cluster_size());
         let device = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let sector = sector_size(&device);
+        let sector = blockdev::logical_block_size(&device);
         let slots = (region_bytes / sector as u64).min(HEARTBEAT_BLOCKS) as usize;
         // Sectors other nodes write must be read from the disk, not from this
         // host's cache: O_DIRECT where the file system allows it.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use blockdev::{BlockDevice, FileDevice, FileDeviceOptions};
+use blockdev::FileDevice;
 use fuse::{DeviceMount, LoopDevice, LoopOptions, OpenGate, ServeOptions};
 use replication::message::{encode_split, Message, Protocol};
 use replication::{
@@ -31,12 +31,12 @@ use replication::{
 
 use crate::control::{PeerStatus, ResourceStatus};
 use crate::device::{self, EngineDevice};
+use crate::disk_queue::{DiskJob, DiskQueue, DiskSlot};
 use crate::meta_store::{MetaStore, Opened, AL_EXTENT_BLOCKS};
 use crate::spec::ResourceSpec;
 use crate::transport::{Connection, PeerLink, Transport};
 
 const TICK: Duration = Duration::from_millis(100);
-const DISK_THREADS: usize = 4;
 
 pub enum IoRequest {
     Read { block: u64, count: u64 },
@@ -132,25 +132,6 @@ impl Events {
     }
 }
 
-/// The backing disk the disk threads use; empty while Diskless.
-type DiskSlot = Arc<Mutex<Option<Arc<FileDevice>>>>;
-
-enum DiskJob {
-    Write {
-        token: u64,
-        offset: u64,
-        data: Vec<u8>,
-    },
-    Read {
-        token: u64,
-        offset: u64,
-        len: usize,
-    },
-    Flush {
-        token: u64,
-    },
-}
-
 /// A running resource, as the daemon holds it.
 pub struct ResourceHost {
     pub spec: ResourceSpec,
@@ -165,7 +146,7 @@ pub struct ResourceHost {
     nbd: Option<nbd::NbdServer>,
 }
 
-fn log(resource: &str, what: impl std::fmt::Display) {
+pub(crate) fn log(resource: &str, what: impl std::fmt::Display) {
     eprintln!("tandemd: {resource}: {what}");
 }
 
@@ -180,11 +161,8 @@ impl ResourceHost {
     pub fn start(spec: ResourceSpec) -> Result<ResourceHost, String> {
         let name = spec.name.clone();
         let disk = Arc::new(
-            FileDevice::open(
-                std::path::Path::new(&spec.disk),
-                &FileDeviceOptions::default(),
-            )
-            .map_err(|e| format!("{}: cannot open the backing disk: {e}", spec.disk))?,
+            FileDevice::open_backing(&spec.disk)
+                .map_err(|e| format!("{}: cannot open the backing disk: {e}", spec.disk))?,
         );
         let peer_ids: Vec<u8> = spec.peers.iter().map(|p| p.node_id).collect();
         let opened = MetaStore::open(disk.clone(), spec.node_id, &peer_ids)
@@ -244,7 +222,7 @@ impl ResourceHost {
         });
 
         let disk_slot: DiskSlot = Arc::new(Mutex::new(Some(disk)));
-        let jobs = start_disk_threads(disk_slot.clone(), events.clone());
+        let jobs = DiskQueue::start(&name, disk_slot.clone(), events.clone());
         let mut state = EngineState {
             name: name.clone(),
             engine,
@@ -346,11 +324,8 @@ impl ResourceHost {
     /// them to the (Diskless) engine, which resyncs what changed meanwhile.
     pub fn attach(&self) -> Result<(), String> {
         let disk = Arc::new(
-            FileDevice::open(
-                std::path::Path::new(&self.spec.disk),
-                &FileDeviceOptions::default(),
-            )
-            .map_err(|e| format!("{}: cannot open the backing disk: {e}", self.spec.disk))?,
+            FileDevice::open_backing(&self.spec.disk)
+                .map_err(|e| format!("{}: cannot open the backing disk: {e}", self.spec.disk))?,
         );
         let peers: Vec<u8> = self.spec.peers.iter().map(|p| p.node_id).collect();
         let opened = MetaStore::open(disk.clone(), self.spec.node_id, &peers)
@@ -468,73 +443,6 @@ fn random_seed() -> u64 {
     u64::from_le_bytes(bytes) ^ u64::from(std::process::id())
 }
 
-fn start_disk_threads(slot: DiskSlot, events: Events) -> Sender<DiskJob> {
-    let (jobs, queue) = mpsc::channel::<DiskJob>();
-    let queue = Arc::new(Mutex::new(queue));
-    for i in 0..DISK_THREADS {
-        let queue = queue.clone();
-        let slot = slot.clone();
-        let events = events.clone();
-        let _ = thread::Builder::new()
-            .name(format!("disk-{i}"))
-            .spawn(move || loop {
-                let job = match queue.lock() {
-                    Ok(q) => q.recv(),
-                    Err(_) => return,
-                };
-                let Ok(job) = job else { return };
-                // The engine sends no disk job while Diskless; a missing disk
-                // fails the job rather than the thread.
-                // (The slot's lock is let go before the engine's is taken: the
-                // engine takes the slot's to detach.)
-                let disk = slot.lock().ok().and_then(|d| d.clone());
-                let Some(disk) = disk else {
-                    let token = match job {
-                        DiskJob::Write { token, .. }
-                        | DiskJob::Read { token, .. }
-                        | DiskJob::Flush { token } => token,
-                    };
-                    if events
-                        .send(HostMsg::DiskDone {
-                            token,
-                            result: Err(()),
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    continue;
-                };
-                let (token, result) = match job {
-                    DiskJob::Write {
-                        token,
-                        offset,
-                        data,
-                    } => (
-                        token,
-                        disk.write_at(&data, offset, false)
-                            .map(|_| None)
-                            .map_err(|_| ()),
-                    ),
-                    DiskJob::Read { token, offset, len } => {
-                        let mut buf = vec![0u8; len];
-                        (
-                            token,
-                            disk.read_at(&mut buf, offset)
-                                .map(|_| Some(buf))
-                                .map_err(|_| ()),
-                        )
-                    }
-                    DiskJob::Flush { token } => (token, disk.flush().map(|_| None).map_err(|_| ())),
-                };
-                if events.send(HostMsg::DiskDone { token, result }).is_err() {
-                    return;
-                }
-            });
-    }
-    jobs
-}
-
 /// Everything the engine owns, behind the lock of [`Events`].
 pub struct EngineState {
     name: String,
@@ -542,7 +450,7 @@ pub struct EngineState {
     /// None while Diskless.
     store: Option<MetaStore>,
     disk_slot: DiskSlot,
-    jobs: Sender<DiskJob>,
+    jobs: DiskQueue,
     links: Vec<Arc<PeerLink>>,
     connections: HashMap<u8, Connection>,
     io_waiting: HashMap<u64, IoReply>,
@@ -697,7 +605,7 @@ impl EngineState {
         for action in actions {
             match action {
                 Action::DiskWrite { token, block, data } => {
-                    let _ = self.jobs.send(DiskJob::Write {
+                    self.jobs.submit(DiskJob::Write {
                         token,
                         offset: block * BLOCK_SIZE as u64,
                         data,
@@ -708,14 +616,14 @@ impl EngineState {
                     block,
                     count,
                 } => {
-                    let _ = self.jobs.send(DiskJob::Read {
+                    self.jobs.submit(DiskJob::Read {
                         token,
                         offset: block * BLOCK_SIZE as u64,
                         len: count as usize * BLOCK_SIZE,
                     });
                 }
                 Action::DiskFlush { token } => {
-                    let _ = self.jobs.send(DiskJob::Flush { token });
+                    self.jobs.submit(DiskJob::Flush { token });
                 }
                 Action::PersistMeta(meta) => {
                     if let Some(store) = self.store.as_mut() {

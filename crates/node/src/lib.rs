@@ -29,6 +29,7 @@ pub mod cluster_spec;
 pub mod control;
 pub mod daemon;
 mod device;
+mod disk_queue;
 mod host;
 mod meta_store;
 pub mod spec;

@@ -1,0 +1,412 @@
+//! The backing disk's I/O, as the engine asks for it: writes, reads and flushes
+//! that complete later with a `DiskDone` event carrying their token.
+//!
+//! Normally through an io_uring: the thread that runs the engine (FUSE, socket
+//! reader, tick) submits without blocking, and one completion thread per
+//! resource turns completions into `DiskDone` events, several per wake-up under
+//! load. Before it, four disk threads each took a job from a channel and did a
+//! blocking `pwrite`: a thread wake-up to start every write and a sleep through
+//! it, about three and a half context switches per write on each node.
+//!
+//! Where io_uring is refused (disabled by sysctl, or filtered by a container's
+//! seccomp profile) the same jobs go to disk threads doing blocking calls, and
+//! the daemon says so in its log.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use blockdev::{AlignedBuf, BlockDevice, FileDevice};
+use io_uring::{opcode, types, IoUring};
+
+use crate::host::{Events, HostMsg};
+
+/// The backing disk the jobs use; empty while Diskless.
+pub type DiskSlot = Arc<Mutex<Option<Arc<FileDevice>>>>;
+
+/// Submission queue entries: more than the engine ever has in flight at once
+/// (the FUSE threads' requests plus a resync's reads); a full ring is flushed
+/// with a submit and then waited on.
+const RING_ENTRIES: u32 = 256;
+/// Disk threads when io_uring is refused.
+const DISK_THREADS: usize = 4;
+/// `user_data` of the no-op that wakes the completion thread to stop.
+const WAKE: u64 = u64::MAX;
+
+/// One request of the engine to the backing disk.
+pub enum DiskJob {
+    Write {
+        token: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Read {
+        token: u64,
+        offset: u64,
+        len: usize,
+    },
+    Flush {
+        token: u64,
+    },
+}
+
+impl DiskJob {
+    fn token(&self) -> u64 {
+        match self {
+            DiskJob::Write { token, .. }
+            | DiskJob::Read { token, .. }
+            | DiskJob::Flush { token } => *token,
+        }
+    }
+
+    /// Carries the job out with blocking calls.
+    fn run_blocking(self, disk: &FileDevice) -> (u64, Result<Option<Vec<u8>>, ()>) {
+        match self {
+            DiskJob::Write {
+                token,
+                offset,
+                data,
+            } => (
+                token,
+                disk.write_at(&data, offset, false)
+                    .map(|_| None)
+                    .map_err(|_| ()),
+            ),
+            DiskJob::Read { token, offset, len } => {
+                let mut buf = vec![0u8; len];
+                (
+                    token,
+                    disk.read_at(&mut buf, offset)
+                        .map(|_| Some(buf))
+                        .map_err(|_| ()),
+                )
+            }
+            DiskJob::Flush { token } => (token, disk.flush().map(|_| None).map_err(|_| ())),
+        }
+    }
+}
+
+/// Where the engine's disk jobs go.
+pub enum DiskQueue {
+    Ring(DiskRing),
+    Threads(Sender<DiskJob>),
+}
+
+impl DiskQueue {
+    /// A ring if the kernel lets us have one, else disk threads (also when
+    /// the daemon's environment sets `TANDEM_NO_IO_URING`, to compare both).
+    pub fn start(name: &str, slot: DiskSlot, events: Events) -> DiskQueue {
+        let ring = match std::env::var_os("TANDEM_NO_IO_URING") {
+            Some(_) => Err(io::Error::other("TANDEM_NO_IO_URING is set")),
+            None => DiskRing::start(name, slot.clone(), events.clone()),
+        };
+        match ring {
+            Ok(ring) => DiskQueue::Ring(ring),
+            Err(e) => {
+                crate::host::log(
+                    name,
+                    format!("io_uring refused ({e}): backing disk I/O on {DISK_THREADS} threads"),
+                );
+                DiskQueue::Threads(start_disk_threads(slot, events))
+            }
+        }
+    }
+
+    /// Starts `job`; its `DiskDone` comes later, from another thread.
+    pub fn submit(&self, job: DiskJob) {
+        match self {
+            DiskQueue::Ring(ring) => ring.submit(job),
+            DiskQueue::Threads(jobs) => {
+                let _ = jobs.send(job);
+            }
+        }
+    }
+}
+
+/// What a submitted job keeps alive until it completes.
+enum InFlight {
+    Io {
+        token: u64,
+        /// The descriptor the kernel uses stays open even if the disk is
+        /// detached meanwhile.
+        disk: Arc<FileDevice>,
+        /// Write: the aligned copy of the data. Read: the aligned target.
+        /// None for a flush.
+        buf: Option<AlignedBuf>,
+        offset: u64,
+        read: bool,
+    },
+    /// Finished without the kernel (no disk, or done blocking): a no-op carries
+    /// the result to the completion thread, as a job's completion must not run
+    /// inside the engine call that submitted it.
+    Done {
+        token: u64,
+        result: Result<Option<Vec<u8>>, ()>,
+    },
+}
+
+type Completion = (u64, Result<Option<Vec<u8>>, ()>);
+
+impl InFlight {
+    /// Its `DiskDone`, given the kernel's result. A short transfer (only at
+    /// the end of a device, or on a signal) is finished with blocking calls.
+    fn finish(self, res: i32) -> Completion {
+        match self {
+            InFlight::Done { token, result } => (token, result),
+            InFlight::Io {
+                token, buf: None, ..
+            } => (token, if res == 0 { Ok(None) } else { Err(()) }),
+            InFlight::Io {
+                token,
+                disk,
+                buf: Some(mut buf),
+                offset,
+                read,
+            } => {
+                let Ok(done) = usize::try_from(res) else {
+                    return (token, Err(()));
+                };
+                let len = buf.as_slice().len();
+                let rest = offset + done.min(len) as u64;
+                let result = if read {
+                    let data = buf.as_mut_slice();
+                    let tail = &mut data[done.min(len)..];
+                    if tail.is_empty() || disk.read_at(tail, rest).is_ok() {
+                        Ok(Some(data.to_vec()))
+                    } else {
+                        Err(())
+                    }
+                } else {
+                    let tail = &buf.as_slice()[done.min(len)..];
+                    if tail.is_empty() || disk.write_at(tail, rest, false).is_ok() {
+                        Ok(None)
+                    } else {
+                        Err(())
+                    }
+                };
+                (token, result)
+            }
+        }
+    }
+}
+
+struct Shared {
+    ring: IoUring,
+    /// Jobs in the kernel, by `user_data`, and the last key given out. Its
+    /// lock also serializes every use of the submission queue (one producer
+    /// at a time).
+    inflight: Mutex<(u64, HashMap<u64, InFlight>)>,
+    stop: AtomicBool,
+    slot: DiskSlot,
+    events: Events,
+}
+
+/// Backing disk I/O through an io_uring, completed on the ring's own thread.
+pub struct DiskRing {
+    shared: Arc<Shared>,
+}
+
+impl DiskRing {
+    fn start(name: &str, slot: DiskSlot, events: Events) -> io::Result<DiskRing> {
+        let ring = IoUring::new(RING_ENTRIES)?;
+        let shared = Arc::new(Shared {
+            ring,
+            inflight: Mutex::new((0, HashMap::new())),
+            stop: AtomicBool::new(false),
+            slot,
+            events,
+        });
+        let reaper = shared.clone();
+        thread::Builder::new()
+            .name(format!("disk-{name}"))
+            .spawn(move || reaper.reap())?;
+        Ok(DiskRing { shared })
+    }
+
+    fn submit(&self, job: DiskJob) {
+        let disk = self.shared.slot.lock().ok().and_then(|d| d.clone());
+        let Some(disk) = disk else {
+            // The engine sends no disk job while Diskless; a missing disk
+            // fails the job.
+            return self.shared.push_done(job.token(), Err(()));
+        };
+        let alignment = disk.direct_alignment();
+        let aligned = |offset: u64, len: usize| {
+            alignment.is_none_or(|a| offset.is_multiple_of(a as u64) && len.is_multiple_of(a))
+        };
+        let a = alignment.unwrap_or(1);
+        let fd = types::Fd(disk.as_raw_fd());
+        let (entry, buf, offset, read, token) = match job {
+            DiskJob::Write {
+                token,
+                offset,
+                data,
+            } if !data.is_empty() && aligned(offset, data.len()) => {
+                let Ok(buf) = AlignedBuf::copy_of(&data, a) else {
+                    return self.shared.push_done(token, Err(()));
+                };
+                let len = buf.as_slice().len() as u32;
+                let entry = opcode::Write::new(fd, buf.as_slice().as_ptr(), len)
+                    .offset(offset)
+                    .build();
+                (entry, Some(buf), offset, false, token)
+            }
+            DiskJob::Read { token, offset, len } if len > 0 && aligned(offset, len) => {
+                let Ok(mut buf) = AlignedBuf::new(len, a) else {
+                    return self.shared.push_done(token, Err(()));
+                };
+                let entry = opcode::Read::new(fd, buf.as_mut_slice().as_mut_ptr(), len as u32)
+                    .offset(offset)
+                    .build();
+                (entry, Some(buf), offset, true, token)
+            }
+            DiskJob::Flush { token } => {
+                let entry = opcode::Fsync::new(fd)
+                    .flags(types::FsyncFlags::DATASYNC)
+                    .build();
+                (entry, None, 0, false, token)
+            }
+            // Empty, or not aligned for direct I/O (the engine's jobs are whole
+            // 4 KiB blocks, so never in practice): done here, blocking.
+            job => {
+                let (token, result) = job.run_blocking(&disk);
+                return self.shared.push_done(token, result);
+            }
+        };
+        let flight = InFlight::Io {
+            token,
+            disk,
+            buf,
+            offset,
+            read,
+        };
+        self.shared.push(entry, flight);
+    }
+}
+
+impl Drop for DiskRing {
+    /// The completion thread ends once the jobs in the kernel are done. It is
+    /// not joined: it may be waiting for the engine's lock, which whoever drops
+    /// the engine holds.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared
+            .push_entry(opcode::Nop::new().build().user_data(WAKE));
+    }
+}
+
+impl Shared {
+    /// Queues one job's entry and tells the kernel.
+    fn push(&self, entry: io_uring::squeue::Entry, flight: InFlight) {
+        let Ok(mut guard) = self.inflight.lock() else {
+            return;
+        };
+        let (last, inflight) = &mut *guard;
+        *last = (*last + 1) % WAKE;
+        let key = *last;
+        inflight.insert(key, flight);
+        self.push_locked(&entry.user_data(key));
+    }
+
+    fn push_entry(&self, entry: io_uring::squeue::Entry) {
+        if let Ok(_guard) = self.inflight.lock() {
+            self.push_locked(&entry);
+        }
+    }
+
+    /// With the `inflight` lock held.
+    fn push_locked(&self, entry: &io_uring::squeue::Entry) {
+        loop {
+            // SAFETY: the submission queue is used only under the `inflight`
+            // lock, which the caller holds. The entry's buffer is owned by its
+            // `InFlight` (heap memory that does not move), kept until its
+            // completion is taken off the ring.
+            let pushed = unsafe { self.ring.submission_shared().push(entry) };
+            if pushed.is_ok() {
+                break;
+            }
+            // Full: hand what is queued to the kernel, and try again.
+            if self.ring.submit().is_err() {
+                thread::sleep(Duration::from_micros(50));
+            }
+        }
+        // An error leaves the entry queued: the next submit, or the completion
+        // thread's wait, passes it on.
+        let _ = self.ring.submit();
+    }
+
+    fn push_done(&self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+        self.push(opcode::Nop::new().build(), InFlight::Done { token, result });
+    }
+
+    /// The completion thread: waits for completions and runs the engine with
+    /// each, until stopped with nothing left in the kernel.
+    fn reap(&self) {
+        let mut done: Vec<(InFlight, i32)> = Vec::new();
+        loop {
+            if let Err(e) = self.ring.submitter().submit_and_wait(1) {
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let idle = {
+                let Ok(mut guard) = self.inflight.lock() else {
+                    return;
+                };
+                // SAFETY: this thread is the only one that reads the completion
+                // queue.
+                let completions = unsafe { self.ring.completion_shared() };
+                for cqe in completions {
+                    if let Some(flight) = guard.1.remove(&cqe.user_data()) {
+                        done.push((flight, cqe.result()));
+                    }
+                }
+                guard.1.is_empty()
+            };
+            for (flight, res) in done.drain(..) {
+                let (token, result) = flight.finish(res);
+                let _ = self.events.send(HostMsg::DiskDone { token, result });
+            }
+            if idle && self.stop.load(Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+}
+
+fn start_disk_threads(slot: DiskSlot, events: Events) -> Sender<DiskJob> {
+    let (jobs, queue) = mpsc::channel::<DiskJob>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..DISK_THREADS {
+        let queue = queue.clone();
+        let slot = slot.clone();
+        let events = events.clone();
+        let _ = thread::Builder::new()
+            .name(format!("disk-{i}"))
+            .spawn(move || loop {
+                let job = match queue.lock() {
+                    Ok(q) => q.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                // (The slot's lock is let go before the engine's is taken: the
+                // engine takes the slot's to detach.)
+                let disk = slot.lock().ok().and_then(|d| d.clone());
+                let (token, result) = match disk {
+                    Some(disk) => job.run_blocking(&disk),
+                    // The engine sends no disk job while Diskless; a missing
+                    // disk fails the job rather than the thread.
+                    None => (job.token(), Err(())),
+                };
+                if events.send(HostMsg::DiskDone { token, result }).is_err() {
+                    return;
+                }
+            });
+    }
+    jobs
+}
