@@ -45,6 +45,14 @@ pub trait BlockDevice: Send + Sync {
     /// returns (Force Unit Access), otherwise only after the next `flush`.
     fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()>;
 
+    /// Writes like [`write_at`](Self::write_at) and hands the result to `done`:
+    /// at once by default. A device whose writes complete on another thread
+    /// calls `done` there, so the calling thread need not wait (the FUSE
+    /// frontend then answers the kernel from the thread that completes).
+    fn write_then(&self, buf: &[u8], offset: u64, fua: bool, done: WriteDone) {
+        done(self.write_at(buf, offset, fua));
+    }
+
     /// Makes every completed write durable (a write barrier and cache flush).
     fn flush(&self) -> io::Result<()>;
 
@@ -52,6 +60,9 @@ pub trait BlockDevice: Send + Sync {
     /// without `fua`.
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
 }
+
+/// What [`BlockDevice::write_then`] calls with a write's result.
+pub type WriteDone = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 /// Checks that `len` bytes at `offset` lie inside a device of `size` bytes.
 pub fn check_range(size: u64, offset: u64, len: u64) -> io::Result<()> {
@@ -75,6 +86,9 @@ macro_rules! forward_block_device {
             }
             fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
                 (**self).write_at(buf, offset, fua)
+            }
+            fn write_then(&self, buf: &[u8], offset: u64, fua: bool, done: WriteDone) {
+                (**self).write_then(buf, offset, fua, done)
             }
             fn flush(&self) -> io::Result<()> {
                 (**self).flush()

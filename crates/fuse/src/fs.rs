@@ -223,10 +223,17 @@ impl Filesystem for DeviceFs {
         }
         let len = (data.len() as u64).min(end.saturating_sub(offset)) as usize;
         let fua = flags.0 & (libc::O_DSYNC | libc::O_SYNC) != 0;
-        match self.device.write_at(&data[..len], offset, fua) {
-            Ok(()) => reply.written(len as u32),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // Answered by whichever thread completes the write; this one goes
+        // back to reading requests.
+        self.device.write_then(
+            &data[..len],
+            offset,
+            fua,
+            Box::new(move |result| match result {
+                Ok(()) => reply.written(len as u32),
+                Err(e) => reply.error(errno(&e)),
+            }),
+        );
     }
 
     fn flush(

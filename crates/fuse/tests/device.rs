@@ -203,3 +203,112 @@ fn shutdown_aborts_a_stuck_request() {
     assert!(!common::mounted(&mnt));
     dev.release();
 }
+
+/// A device whose writes complete on threads of their own, each held until
+/// `hold` writes are in flight together (or 10 s have passed); a write at
+/// `poison` fails with EIO.
+struct LaterDevice {
+    inner: Arc<MemoryDevice>,
+    in_flight: Arc<(Mutex<usize>, Condvar)>,
+    most: Arc<AtomicUsize>,
+    hold: usize,
+    poison: u64,
+}
+
+impl BlockDevice for LaterDevice {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64, fua: bool) -> io::Result<()> {
+        self.inner.write_at(buf, offset, fua)
+    }
+    fn write_then(&self, buf: &[u8], offset: u64, fua: bool, done: blockdev::WriteDone) {
+        let (inner, in_flight, most) = (
+            self.inner.clone(),
+            self.in_flight.clone(),
+            self.most.clone(),
+        );
+        let (hold, poison, data) = (self.hold, self.poison, buf.to_vec());
+        std::thread::spawn(move || {
+            let (count, changed) = &*in_flight;
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            most.fetch_max(*n, Ordering::SeqCst);
+            changed.notify_all();
+            let (mut n, _) = changed
+                .wait_timeout_while(n, Duration::from_secs(10), |n| {
+                    most.load(Ordering::SeqCst) < hold && *n < hold
+                })
+                .unwrap();
+            *n -= 1;
+            drop(n);
+            done(if offset == poison {
+                Err(io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                inner.write_at(&data, offset, fua)
+            });
+        });
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(offset, len)
+    }
+}
+
+#[test]
+fn writes_are_answered_from_the_thread_that_completes_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !common::privileged() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    const WRITERS: usize = 6;
+    let dev = Arc::new(LaterDevice {
+        inner: Arc::new(MemoryDevice::new(1 << 20)),
+        in_flight: Arc::new((Mutex::new(0), Condvar::new())),
+        most: Arc::new(AtomicUsize::new(0)),
+        hold: WRITERS,
+        poison: 5 * 4096,
+    });
+    // Two FUSE threads: a thread waiting for each write would hold at most two.
+    let options = ServeOptions {
+        threads: 2,
+        ..ServeOptions::default()
+    };
+    let mount = DeviceMount::serve(dev.clone(), &mnt, OpenGate::new(true), &options).unwrap();
+    let path = mount.file().to_owned();
+    let writers: Vec<_> = (0..WRITERS as u64)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let file = OpenOptions::new().write(true).open(&path).unwrap();
+                file.write_all_at(&[i as u8 + 1; 4096], i * 4096)
+                    .map_err(|e| e.raw_os_error())
+            })
+        })
+        .collect();
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(
+        dev.most.load(Ordering::SeqCst),
+        WRITERS,
+        "writes in flight together"
+    );
+    for (i, result) in results.iter().enumerate() {
+        if i == 5 {
+            assert_eq!(*result, Err(Some(libc::EIO)));
+        } else {
+            assert_eq!(*result, Ok(()));
+            let mut back = [0u8; 4096];
+            dev.inner.read_at(&mut back, i as u64 * 4096).unwrap();
+            assert!(back.iter().all(|&b| b == i as u8 + 1));
+        }
+    }
+    mount.shutdown().unwrap();
+}

@@ -6,10 +6,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::mpsc;
 
-use blockdev::BlockDevice;
+use blockdev::{BlockDevice, WriteDone};
 use replication::{IoError, BLOCK_SIZE};
 
-use crate::host::{Events, HostMsg, IoRequest};
+use crate::host::{Events, HostMsg, IoReply, IoRequest};
 
 /// Device I/O as engine requests: each call hands its request to the engine on
 /// the calling (FUSE) thread and waits for the answer, which comes from whichever
@@ -31,11 +31,22 @@ fn to_io_error(e: IoError) -> io::Error {
 }
 
 impl EngineDevice {
-    fn call(&self, request: IoRequest) -> io::Result<Option<Vec<u8>>> {
-        let (reply, answer) = mpsc::channel();
+    /// Hands `request` to the engine; `reply` gets the answer later.
+    fn submit(&self, request: IoRequest, reply: IoReply) -> io::Result<()> {
         self.events
             .send(HostMsg::Io { request, reply })
-            .map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+            .map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))
+    }
+
+    /// Hands `request` to the engine and waits for the answer.
+    fn call(&self, request: IoRequest) -> io::Result<Option<Vec<u8>>> {
+        let (tx, answer) = mpsc::channel();
+        self.submit(
+            request,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        )?;
         answer
             .recv()
             .map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?
@@ -86,6 +97,27 @@ impl BlockDevice for EngineDevice {
         Ok(())
     }
 
+    fn write_then(&self, buf: &[u8], offset: u64, fua: bool, done: WriteDone) {
+        if fua || buf.is_empty() {
+            return done(self.write_at(buf, offset, fua));
+        }
+        let block = match Self::blocks(offset, buf.len()) {
+            Ok((block, _)) => block,
+            Err(e) => return done(Err(e)),
+        };
+        let done = Answer(Some(done));
+        let request = IoRequest::Write {
+            block,
+            data: buf.to_vec(),
+        };
+        // If the engine has stopped, the request and its answer are dropped:
+        // `Answer` then fails the write.
+        let _ = self.submit(
+            request,
+            Box::new(move |result| done.give(result.map(|_| ()).map_err(to_io_error))),
+        );
+    }
+
     fn flush(&self) -> io::Result<()> {
         self.call(IoRequest::Flush).map(|_| ())
     }
@@ -104,6 +136,26 @@ impl BlockDevice for EngineDevice {
             at += n;
         }
         Ok(())
+    }
+}
+
+/// A write's `done`, called exactly once: with the engine's answer, or with
+/// `ENODEV` if the engine stopped and dropped the request unanswered.
+struct Answer(Option<WriteDone>);
+
+impl Answer {
+    fn give(mut self, result: io::Result<()>) {
+        if let Some(done) = self.0.take() {
+            done(result);
+        }
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(done) = self.0.take() {
+            done(Err(io::Error::from_raw_os_error(libc::ENODEV)));
+        }
     }
 }
 
@@ -160,4 +212,42 @@ pub fn is_mounted(rdev: u64) -> bool {
                 .any(|l| l.split(' ').nth(2) == Some(wanted.as_str()))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What `done` is called with, each time, for a write of `len` bytes at 0
+    /// to a device whose engine has stopped.
+    fn answers_of_a_write(len: usize) -> Vec<Result<(), Option<i32>>> {
+        let device = EngineDevice {
+            events: Events::stopped(),
+            size: 1 << 20,
+        };
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let seen = results.clone();
+        device.write_then(
+            &vec![0u8; len],
+            0,
+            false,
+            Box::new(move |r| seen.lock().unwrap().push(r.map_err(|e| e.raw_os_error()))),
+        );
+        let answers = results.lock().unwrap().clone();
+        answers
+    }
+
+    #[test]
+    fn a_write_the_stopped_engine_never_answers_fails_once_with_enodev() {
+        assert_eq!(
+            answers_of_a_write(BLOCK_SIZE),
+            vec![Err(Some(libc::ENODEV))]
+        );
+    }
+
+    #[test]
+    fn an_unaligned_write_fails_with_einval_without_reaching_the_engine() {
+        assert_eq!(answers_of_a_write(512), vec![Err(Some(libc::EINVAL))]);
+    }
 }

@@ -34,7 +34,7 @@ use crate::device::{self, EngineDevice};
 use crate::disk_queue::{DiskJob, DiskQueue, DiskSlot};
 use crate::meta_store::{MetaStore, Opened, AL_EXTENT_BLOCKS};
 use crate::spec::ResourceSpec;
-use crate::transport::{Connection, PeerLink, Transport};
+use crate::transport::{Connection, Flushes, PeerLink, Transport};
 
 const TICK: Duration = Duration::from_millis(100);
 
@@ -44,7 +44,10 @@ pub enum IoRequest {
     Flush,
 }
 
-pub type IoReply = Sender<Result<Option<Vec<u8>>, IoError>>;
+/// A device request's answer: the data read, if any, or why it failed.
+pub type IoResult = Result<Option<Vec<u8>>, IoError>;
+/// Takes a device request's answer, on whichever thread completes it.
+pub type IoReply = Box<dyn FnOnce(IoResult) + Send>;
 pub type AdminReply = Sender<Result<(), String>>;
 
 pub enum HostMsg {
@@ -100,6 +103,12 @@ pub struct Events(Arc<Mutex<Option<EngineState>>>);
 pub struct Stopped;
 
 impl Events {
+    /// Events of an engine that has already stopped (for tests).
+    #[cfg(test)]
+    pub fn stopped() -> Events {
+        Events(Arc::new(Mutex::new(None)))
+    }
+
     /// Carries out `msg` on the calling thread.
     pub fn send(&self, msg: HostMsg) -> Result<(), Stopped> {
         let Ok(mut guard) = self.0.lock() else {
@@ -110,14 +119,19 @@ impl Events {
         };
         if let HostMsg::Down { reply } = msg {
             let result = engine.down();
+            let effects = std::mem::take(&mut engine.effects);
             // Dropping the engine ends the disk threads (their job channel
             // closes) and the connections' writers.
             *guard = None;
             drop(guard);
+            effects.run();
             let _ = reply.send(result);
             return Ok(());
         }
         engine.handle(msg);
+        let effects = std::mem::take(&mut engine.effects);
+        drop(guard);
+        effects.run();
         Ok(())
     }
 
@@ -128,7 +142,36 @@ impl Events {
         let engine = guard.as_mut().ok_or(Stopped)?;
         let actions = engine.engine.handle(Event::Tick);
         engine.run_actions(actions);
+        let effects = std::mem::take(&mut engine.effects);
+        drop(guard);
+        effects.run();
         Ok(())
+    }
+}
+
+/// What one run of the engine leaves to do once its lock is let go: disk jobs
+/// to submit, frames to write, requests to answer. Done under the lock, each
+/// syscall there (the loopback peer's whole receive path runs inside our
+/// `sendmsg`) made every other thread with an event wait.
+#[derive(Default)]
+struct Effects {
+    disk: Option<Arc<DiskQueue>>,
+    jobs: Vec<DiskJob>,
+    flushes: Flushes,
+    replies: Vec<(IoReply, IoResult)>,
+}
+
+impl Effects {
+    fn run(self) {
+        if let Some(disk) = self.disk {
+            for job in self.jobs {
+                disk.submit(job);
+            }
+        }
+        self.flushes.run();
+        for (reply, result) in self.replies {
+            reply(result);
+        }
     }
 }
 
@@ -222,7 +265,7 @@ impl ResourceHost {
         });
 
         let disk_slot: DiskSlot = Arc::new(Mutex::new(Some(disk)));
-        let jobs = DiskQueue::start(&name, disk_slot.clone(), events.clone());
+        let jobs = Arc::new(DiskQueue::start(&name, disk_slot.clone(), events.clone()));
         let mut state = EngineState {
             name: name.clone(),
             engine,
@@ -232,6 +275,7 @@ impl ResourceHost {
             links,
             connections: HashMap::new(),
             io_waiting: HashMap::new(),
+            effects: Effects::default(),
             admin_waiting: HashMap::new(),
             next_id: 1,
             gate: gate.clone(),
@@ -247,11 +291,14 @@ impl ResourceHost {
         // The loop device is attached after the engine runs (attaching reads
         // through it); the engine learns its path through this.
         let loop_path = state.loop_path.clone();
-        {
+        let effects = {
             let mut slot = events.0.lock().map_err(|_| "engine lock poisoned")?;
             state.run_actions(first_actions);
+            let effects = std::mem::take(&mut state.effects);
             *slot = Some(state);
-        }
+            effects
+        };
+        effects.run();
         let ticker = {
             let events = events.clone();
             let stop = stop.clone();
@@ -450,10 +497,12 @@ pub struct EngineState {
     /// None while Diskless.
     store: Option<MetaStore>,
     disk_slot: DiskSlot,
-    jobs: DiskQueue,
+    jobs: Arc<DiskQueue>,
     links: Vec<Arc<PeerLink>>,
     connections: HashMap<u8, Connection>,
     io_waiting: HashMap<u64, IoReply>,
+    /// Left to do once the engine's lock is let go.
+    effects: Effects,
     admin_waiting: HashMap<u64, AdminReply>,
     next_id: u64,
     gate: OpenGate,
@@ -594,6 +643,12 @@ impl EngineState {
         }
     }
 
+    /// Queues a disk job, submitted once the engine's lock is let go.
+    fn submit(&mut self, job: DiskJob) {
+        self.effects.disk.get_or_insert_with(|| self.jobs.clone());
+        self.effects.jobs.push(job);
+    }
+
     fn peer_name(&self, peer: u8) -> String {
         self.peer_names
             .get(&peer)
@@ -605,7 +660,7 @@ impl EngineState {
         for action in actions {
             match action {
                 Action::DiskWrite { token, block, data } => {
-                    self.jobs.submit(DiskJob::Write {
+                    self.submit(DiskJob::Write {
                         token,
                         offset: block * BLOCK_SIZE as u64,
                         data,
@@ -616,14 +671,14 @@ impl EngineState {
                     block,
                     count,
                 } => {
-                    self.jobs.submit(DiskJob::Read {
+                    self.submit(DiskJob::Read {
                         token,
                         offset: block * BLOCK_SIZE as u64,
                         len: count as usize * BLOCK_SIZE,
                     });
                 }
                 Action::DiskFlush { token } => {
-                    self.jobs.submit(DiskJob::Flush { token });
+                    self.submit(DiskJob::Flush { token });
                 }
                 Action::PersistMeta(meta) => {
                     if let Some(store) = self.store.as_mut() {
@@ -647,7 +702,7 @@ impl EngineState {
                     if let Some(connection) = self.connections.get(&peer) {
                         let mut head = Vec::new();
                         let bulk = encode_split(message, &mut head);
-                        connection.send(head, bulk);
+                        connection.send(head, bulk, &mut self.effects.flushes);
                     }
                 }
                 Action::Connect { peer } => {
@@ -665,7 +720,7 @@ impl EngineState {
                 }
                 Action::Complete { id, result } => {
                     if let Some(reply) = self.io_waiting.remove(&id) {
-                        let _ = reply.send(result);
+                        self.effects.replies.push((reply, result));
                     }
                 }
                 Action::AdminDone { id, result } => {

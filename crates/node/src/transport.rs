@@ -10,8 +10,9 @@
 //!
 //! Threads: a dialer per peer with a higher node id, one listener per resource
 //! (when some peer has a lower node id), a reader and a writer per connection
-//! (the engine writes to the socket itself while it takes frames without
-//! blocking; the writer thread takes over what it does not). Everything they
+//! (the engine queues frames; the thread that ran it writes them once the
+//! engine's lock is let go, without blocking, and the writer thread takes over
+//! what the socket does not take). Everything they
 //! learn goes to the resource's engine as [`HostMsg`]s; the engine owns the
 //! connection table.
 
@@ -52,37 +53,38 @@ impl Connection {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    /// Sends a frame: `head`, then `bulk` (see `message::encode_split`).
-    /// Never blocks: while nothing is queued, the thread running the engine
-    /// writes to the socket itself (`MSG_DONTWAIT`), which spares a thread
-    /// wake-up per frame (at 4 KiB writes the wake-ups were the cost); what the
-    /// socket does not take at once is queued for the writer thread, which may
-    /// block.
-    pub fn send(&self, head: Vec<u8>, bulk: Option<Vec<u8>>) {
+    /// Queues a frame: `head`, then `bulk` (see `message::encode_split`), and
+    /// notes the connection in `flushes`, to write once the engine's lock is
+    /// let go ([`Flushes::run`]).
+    pub fn send(&self, head: Vec<u8>, bulk: Option<Vec<u8>>, flushes: &mut Flushes) {
         let mut out = self.outbox.lock();
         if out.failed {
             return;
         }
-        let direct = out.queue.is_empty() && !out.writing;
         out.queue.push_back(head);
         if let Some(bulk) = bulk.filter(|b| !b.is_empty()) {
             out.queue.push_back(bulk);
         }
-        if direct {
-            match send_queued(&self.stream, &out, libc::MSG_DONTWAIT) {
-                Ok(n) => out.consume(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    // The reader notices the dead socket and reports it lost.
-                    out.fail();
-                    let _ = self.stream.shutdown(Shutdown::Both);
-                    return;
-                }
-            }
+        drop(out);
+        if !flushes.0.iter().any(|o| Arc::ptr_eq(o, &self.outbox)) {
+            flushes.0.push(self.outbox.clone());
         }
-        if !out.queue.is_empty() {
-            self.outbox.wake.notify_one();
+    }
+}
+
+/// Connections with frames queued by one run of the engine.
+#[derive(Default)]
+pub struct Flushes(Vec<Arc<Outbox>>);
+
+impl Flushes {
+    /// Writes what each connection has queued, without blocking: while no
+    /// other thread is writing to it, the calling thread writes itself
+    /// (`MSG_DONTWAIT`), which spares a thread wake-up per frame (at 4 KiB
+    /// writes the wake-ups were the cost); what the socket does not take at
+    /// once goes to the writer thread, which may block.
+    pub fn run(self) {
+        for outbox in self.0 {
+            outbox.flush();
         }
     }
 }
@@ -95,10 +97,12 @@ impl Drop for Connection {
     }
 }
 
-/// What a connection has to write, shared by the engine and the writer thread.
-struct Outbox {
+/// What a connection has to write, shared by the engine, the threads that
+/// flush after it, and the writer thread.
+pub struct Outbox {
     state: Mutex<Outgoing>,
     wake: Condvar,
+    stream: TcpStream,
 }
 
 struct Outgoing {
@@ -106,9 +110,13 @@ struct Outgoing {
     /// written.
     queue: VecDeque<Vec<u8>>,
     sent: usize,
-    /// The writer thread is writing pieces it took off the queue: whatever
-    /// comes meanwhile waits in the queue, behind them.
+    /// A thread (a flushing one, or the writer) is writing pieces it took off
+    /// the queue: whatever comes meanwhile waits in the queue, behind them.
     writing: bool,
+    /// The socket was full: the writer thread writes everything until the
+    /// queue is empty, and flushing threads leave their frames to it (taking
+    /// turns at a full socket cost a wake-up per turn).
+    backlog: bool,
     /// The engine dropped the connection.
     closed: bool,
     /// A write failed: the connection is dead, nothing more goes out.
@@ -118,6 +126,49 @@ struct Outgoing {
 impl Outbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, Outgoing> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// See [`Flushes::run`]. The queue is taken off under the lock and written
+    /// without it, so others can queue more meanwhile; a thread that finds
+    /// another writing leaves its frames to it.
+    fn flush(&self) {
+        let mut out = self.lock();
+        // Whether the writer thread must take over: the socket was full.
+        let mut hand_over = false;
+        while !(out.failed || out.writing || out.backlog || out.queue.is_empty()) {
+            let mut taken = out.take();
+            drop(out);
+            let result = send_queued(&self.stream, &taken, libc::MSG_DONTWAIT);
+            out = self.lock();
+            out.writing = false;
+            match result {
+                Ok(n) => taken.consume(n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => {
+                    // The reader notices the dead socket and reports it lost.
+                    out.fail();
+                    let _ = self.stream.shutdown(Shutdown::Both);
+                    break;
+                }
+            }
+            if !taken.queue.is_empty() {
+                // What is left goes ahead of what came meanwhile.
+                let later = std::mem::take(&mut out.queue);
+                out.queue = taken.queue;
+                out.sent = taken.sent;
+                out.queue.extend(later);
+                out.backlog = true;
+                hand_over = true;
+                break;
+            }
+        }
+        if hand_over || out.closed {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -136,6 +187,19 @@ impl Outgoing {
             n -= left;
             self.sent = 0;
             self.queue.pop_front();
+        }
+    }
+
+    /// Takes the queue off to write it; `writing` holds back other writers.
+    fn take(&mut self) -> Outgoing {
+        self.writing = true;
+        Outgoing {
+            queue: std::mem::take(&mut self.queue),
+            sent: std::mem::take(&mut self.sent),
+            writing: false,
+            backlog: false,
+            closed: false,
+            failed: false,
         }
     }
 
@@ -354,10 +418,15 @@ impl Transport {
                 queue: VecDeque::new(),
                 sent: 0,
                 writing: false,
+                backlog: false,
                 closed: false,
                 failed: false,
             }),
             wake: Condvar::new(),
+            stream: match stream.try_clone() {
+                Ok(s) => s,
+                Err(_) => return,
+            },
         });
         let (Ok(read_half), Ok(write_half), Ok(control)) =
             (stream.try_clone(), stream.try_clone(), stream.try_clone())
@@ -397,22 +466,15 @@ impl Transport {
 fn write_loop(stream: TcpStream, outbox: &Outbox) {
     let mut out = outbox.lock();
     loop {
-        if out.failed || (out.queue.is_empty() && out.closed) {
+        if out.failed || (out.queue.is_empty() && out.closed && !out.writing) {
             break;
         }
-        if out.queue.is_empty() {
+        if out.queue.is_empty() || out.writing {
             out = outbox.wake.wait(out).unwrap_or_else(|e| e.into_inner());
             continue;
         }
         // Write without the lock, so the engine can queue more meanwhile.
-        let mut taken = Outgoing {
-            queue: std::mem::take(&mut out.queue),
-            sent: std::mem::take(&mut out.sent),
-            writing: false,
-            closed: false,
-            failed: false,
-        };
-        out.writing = true;
+        let mut taken = out.take();
         drop(out);
         let mut result = Ok(());
         while !taken.queue.is_empty() {
@@ -428,6 +490,9 @@ fn write_loop(stream: TcpStream, outbox: &Outbox) {
         }
         out = outbox.lock();
         out.writing = false;
+        if out.queue.is_empty() {
+            out.backlog = false;
+        }
         if result.is_err() {
             out.fail();
         }
