@@ -6,7 +6,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::mpsc;
 
-use blockdev::{BlockDevice, WriteDone};
+use blockdev::{AlignedBuf, BlockDevice, WriteDone};
+use bytes::Bytes;
 use replication::{IoError, BLOCK_SIZE};
 
 use crate::host::{Events, HostMsg, IoReply, IoRequest};
@@ -89,7 +90,7 @@ impl BlockDevice for EngineDevice {
         let (block, _) = Self::blocks(offset, buf.len())?;
         self.call(IoRequest::Write {
             block,
-            data: buf.to_vec(),
+            data: shared_copy(buf)?,
         })?;
         if fua {
             self.flush()?;
@@ -105,11 +106,12 @@ impl BlockDevice for EngineDevice {
             Ok((block, _)) => block,
             Err(e) => return done(Err(e)),
         };
-        let done = Answer(Some(done));
-        let request = IoRequest::Write {
-            block,
-            data: buf.to_vec(),
+        let data = match shared_copy(buf) {
+            Ok(data) => data,
+            Err(e) => return done(Err(e)),
         };
+        let done = Answer(Some(done));
+        let request = IoRequest::Write { block, data };
         // If the engine has stopped, the request and its answer are dropped:
         // `Answer` then fails the write.
         let _ = self.submit(
@@ -131,12 +133,19 @@ impl BlockDevice for EngineDevice {
             let n = chunk.min(block + count - at);
             self.call(IoRequest::Write {
                 block: at,
-                data: vec![0; n as usize * BLOCK_SIZE],
+                data: Bytes::from(vec![0; n as usize * BLOCK_SIZE]),
             })?;
             at += n;
         }
         Ok(())
     }
+}
+
+/// The one copy of a write's data: aligned for direct I/O (4 KiB suits every
+/// logical block size), so the backing disk's write needs no bounce copy, and
+/// shared, not copied, with every peer's frame.
+fn shared_copy(buf: &[u8]) -> io::Result<Bytes> {
+    Ok(Bytes::from_owner(AlignedBuf::copy_of(buf, BLOCK_SIZE)?))
 }
 
 /// A write's `done`, called exactly once: with the engine's answer, or with

@@ -22,6 +22,7 @@ use std::thread;
 use std::time::Duration;
 
 use blockdev::{AlignedBuf, BlockDevice, FileDevice};
+use bytes::Bytes;
 use io_uring::{opcode, types, IoUring};
 
 use crate::host::{Events, HostMsg};
@@ -43,7 +44,7 @@ pub enum DiskJob {
     Write {
         token: u64,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
     },
     Read {
         token: u64,
@@ -128,18 +129,26 @@ impl DiskQueue {
     }
 }
 
-/// What a submitted job keeps alive until it completes.
+/// What a submitted job keeps alive until it completes. The descriptor the
+/// kernel uses (`disk`) stays open even if the disk is detached meanwhile; the
+/// memory it reads or fills stays put (heap memory that does not move).
 enum InFlight {
-    Io {
+    Write {
         token: u64,
-        /// The descriptor the kernel uses stays open even if the disk is
-        /// detached meanwhile.
         disk: Arc<FileDevice>,
-        /// Write: the aligned copy of the data. Read: the aligned target.
-        /// None for a flush.
-        buf: Option<AlignedBuf>,
+        /// The data, or its aligned copy if it was not aligned in memory.
+        data: Bytes,
         offset: u64,
-        read: bool,
+    },
+    Read {
+        token: u64,
+        disk: Arc<FileDevice>,
+        buf: AlignedBuf,
+        offset: u64,
+    },
+    Flush {
+        token: u64,
+        _disk: Arc<FileDevice>,
     },
     /// Finished without the kernel (no disk, or done blocking): a no-op carries
     /// the result to the completion thread, as a job's completion must not run
@@ -156,39 +165,43 @@ impl InFlight {
     /// Its `DiskDone`, given the kernel's result. A short transfer (only at
     /// the end of a device, or on a signal) is finished with blocking calls.
     fn finish(self, res: i32) -> Completion {
+        let done = usize::try_from(res).map_err(|_| ());
         match self {
             InFlight::Done { token, result } => (token, result),
-            InFlight::Io {
-                token, buf: None, ..
-            } => (token, if res == 0 { Ok(None) } else { Err(()) }),
-            InFlight::Io {
+            InFlight::Flush { token, .. } => (token, if res == 0 { Ok(None) } else { Err(()) }),
+            InFlight::Write {
                 token,
                 disk,
-                buf: Some(mut buf),
+                data,
                 offset,
-                read,
             } => {
-                let Ok(done) = usize::try_from(res) else {
-                    return (token, Err(()));
-                };
-                let len = buf.as_slice().len();
-                let rest = offset + done.min(len) as u64;
-                let result = if read {
+                let result = done.and_then(|n| {
+                    let n = n.min(data.len());
+                    match &data[n..] {
+                        [] => Ok(None),
+                        tail => disk
+                            .write_at(tail, offset + n as u64, false)
+                            .map(|_| None)
+                            .map_err(|_| ()),
+                    }
+                });
+                (token, result)
+            }
+            InFlight::Read {
+                token,
+                disk,
+                mut buf,
+                offset,
+            } => {
+                let result = done.and_then(|n| {
                     let data = buf.as_mut_slice();
-                    let tail = &mut data[done.min(len)..];
-                    if tail.is_empty() || disk.read_at(tail, rest).is_ok() {
-                        Ok(Some(data.to_vec()))
-                    } else {
-                        Err(())
+                    let n = n.min(data.len());
+                    match &mut data[n..] {
+                        [] => Ok(()),
+                        tail => disk.read_at(tail, offset + n as u64).map_err(|_| ()),
                     }
-                } else {
-                    let tail = &buf.as_slice()[done.min(len)..];
-                    if tail.is_empty() || disk.write_at(tail, rest, false).is_ok() {
-                        Ok(None)
-                    } else {
-                        Err(())
-                    }
-                };
+                    .map(|_| Some(data.to_vec()))
+                });
                 (token, result)
             }
         }
@@ -241,20 +254,30 @@ impl DiskRing {
         };
         let a = alignment.unwrap_or(1);
         let fd = types::Fd(disk.as_raw_fd());
-        let (entry, buf, offset, read, token) = match job {
+        let (entry, flight) = match job {
             DiskJob::Write {
                 token,
                 offset,
                 data,
             } if !data.is_empty() && aligned(offset, data.len()) => {
-                let Ok(buf) = AlignedBuf::copy_of(&data, a) else {
-                    return self.shared.push_done(token, Err(()));
+                let data = if (data.as_ptr() as usize).is_multiple_of(a) {
+                    data
+                } else {
+                    match AlignedBuf::copy_of(&data, a) {
+                        Ok(copy) => Bytes::from_owner(copy),
+                        Err(_) => return self.shared.push_done(token, Err(())),
+                    }
                 };
-                let len = buf.as_slice().len() as u32;
-                let entry = opcode::Write::new(fd, buf.as_slice().as_ptr(), len)
+                let entry = opcode::Write::new(fd, data.as_ptr(), data.len() as u32)
                     .offset(offset)
                     .build();
-                (entry, Some(buf), offset, false, token)
+                let flight = InFlight::Write {
+                    token,
+                    disk,
+                    data,
+                    offset,
+                };
+                (entry, flight)
             }
             DiskJob::Read { token, offset, len } if len > 0 && aligned(offset, len) => {
                 let Ok(mut buf) = AlignedBuf::new(len, a) else {
@@ -263,13 +286,19 @@ impl DiskRing {
                 let entry = opcode::Read::new(fd, buf.as_mut_slice().as_mut_ptr(), len as u32)
                     .offset(offset)
                     .build();
-                (entry, Some(buf), offset, true, token)
+                let flight = InFlight::Read {
+                    token,
+                    disk,
+                    buf,
+                    offset,
+                };
+                (entry, flight)
             }
             DiskJob::Flush { token } => {
                 let entry = opcode::Fsync::new(fd)
                     .flags(types::FsyncFlags::DATASYNC)
                     .build();
-                (entry, None, 0, false, token)
+                (entry, InFlight::Flush { token, _disk: disk })
             }
             // Empty, or not aligned for direct I/O (the engine's jobs are whole
             // 4 KiB blocks, so never in practice): done here, blocking.
@@ -277,13 +306,6 @@ impl DiskRing {
                 let (token, result) = job.run_blocking(&disk);
                 return self.shared.push_done(token, result);
             }
-        };
-        let flight = InFlight::Io {
-            token,
-            disk,
-            buf,
-            offset,
-            read,
         };
         self.shared.push(entry, flight);
     }

@@ -22,6 +22,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use blockdev::FileDevice;
+use bytes::Bytes;
 use fuse::{DeviceMount, LoopDevice, LoopOptions, OpenGate, ServeOptions};
 use replication::message::{encode_split, Message, Protocol};
 use replication::{
@@ -40,7 +41,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 pub enum IoRequest {
     Read { block: u64, count: u64 },
-    Write { block: u64, data: Vec<u8> },
+    Write { block: u64, data: Bytes },
     Flush,
 }
 

@@ -24,6 +24,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
 use replication::message::{decode, DecodeError, HEADER_LEN, MAX_PAYLOAD};
 use replication::NodeId;
 
@@ -56,12 +57,12 @@ impl Connection {
     /// Queues a frame: `head`, then `bulk` (see `message::encode_split`), and
     /// notes the connection in `flushes`, to write once the engine's lock is
     /// let go ([`Flushes::run`]).
-    pub fn send(&self, head: Vec<u8>, bulk: Option<Vec<u8>>, flushes: &mut Flushes) {
+    pub fn send(&self, head: Vec<u8>, bulk: Option<Bytes>, flushes: &mut Flushes) {
         let mut out = self.outbox.lock();
         if out.failed {
             return;
         }
-        out.queue.push_back(head);
+        out.queue.push_back(Bytes::from(head));
         if let Some(bulk) = bulk.filter(|b| !b.is_empty()) {
             out.queue.push_back(bulk);
         }
@@ -108,7 +109,7 @@ pub struct Outbox {
 struct Outgoing {
     /// Pieces of frames in order; the first `sent` bytes of the front one are
     /// written.
-    queue: VecDeque<Vec<u8>>,
+    queue: VecDeque<Bytes>,
     sent: usize,
     /// A thread (a flushing one, or the writer) is writing pieces it took off
     /// the queue: whatever comes meanwhile waits in the queue, behind them.

@@ -14,6 +14,7 @@
 //! way bytes become messages, and decoding never trusts a length or a value it has
 //! not checked.
 
+use bytes::Bytes;
 use thiserror::Error;
 
 use crate::digest::VerifyAlg;
@@ -79,7 +80,8 @@ pub enum Message {
         seq: u64,
         epoch: u64,
         block: u64,
-        data: Vec<u8>,
+        /// Shared, not copied, between the local disk write and every peer.
+        data: Bytes,
     },
     /// Protocol B: the write arrived.
     RecvAck {
@@ -104,7 +106,7 @@ pub enum Message {
     /// A run of blocks copied by resync.
     ResyncData {
         block: u64,
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// The run of `count` blocks from `block` is on the target's disk.
     ResyncAck {
@@ -314,7 +316,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
 /// and `ResyncData` is not copied into `out` but handed back: the frame is
 /// `out`'s new bytes followed by the returned ones, for a vectored write. At
 /// 1 MiB per write the copy is not free.
-pub fn encode_split(message: Message, out: &mut Vec<u8>) -> Option<Vec<u8>> {
+pub fn encode_split(message: Message, out: &mut Vec<u8>) -> Option<Bytes> {
     let start = out.len();
     let (head, bulk) = match message {
         Message::Data {
@@ -327,14 +329,14 @@ pub fn encode_split(message: Message, out: &mut Vec<u8>) -> Option<Vec<u8>> {
                 seq,
                 epoch,
                 block,
-                data: Vec::new(),
+                data: Bytes::new(),
             },
             data,
         ),
         Message::ResyncData { block, data } => (
             Message::ResyncData {
                 block,
-                data: Vec::new(),
+                data: Bytes::new(),
             },
             data,
         ),
@@ -664,7 +666,7 @@ impl Reader<'_> {
     }
 
     /// The rest of the payload, which must be whole blocks (at least one).
-    fn blocks(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+    fn blocks(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let n = self.bytes.len();
         if n == 0 || !n.is_multiple_of(BLOCK_SIZE) {
             return Err(self.bad(
@@ -672,7 +674,7 @@ impl Reader<'_> {
                 format!("{n} bytes is not a whole number of 4 KiB blocks"),
             ));
         }
-        Ok(self.take(field, n)?.to_vec())
+        Ok(Bytes::copy_from_slice(self.take(field, n)?))
     }
 }
 
@@ -712,7 +714,7 @@ mod tests {
                 seq: 1,
                 epoch: 2,
                 block: 3,
-                data: vec![7; 2 * BLOCK_SIZE],
+                data: vec![7; 2 * BLOCK_SIZE].into(),
             },
             Message::RecvAck { seq: 5 },
             Message::WriteAck { seq: 5 },
@@ -721,7 +723,7 @@ mod tests {
             Message::SyncStart { full: true },
             Message::ResyncData {
                 block: 77,
-                data: vec![1; BLOCK_SIZE],
+                data: vec![1; BLOCK_SIZE].into(),
             },
             Message::ResyncAck {
                 block: 77,

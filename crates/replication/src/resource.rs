@@ -33,6 +33,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use bytes::Bytes;
+
 use crate::bitmap::Bitmap;
 use crate::digest::VerifyAlg;
 use crate::message::{Hello, Message, Protocol, VERIFY_RUN_BLOCKS};
@@ -158,7 +160,7 @@ pub enum Event {
     Write {
         id: u64,
         block: u64,
-        data: Vec<u8>,
+        data: Bytes,
     },
     Read {
         id: u64,
@@ -191,7 +193,7 @@ pub enum Action {
     DiskWrite {
         token: u64,
         block: u64,
-        data: Vec<u8>,
+        data: Bytes,
     },
     DiskRead {
         token: u64,
@@ -507,9 +509,9 @@ pub struct Resource {
     /// Local disk writes in flight, per block.
     writes_in_flight: BTreeMap<u64, u32>,
     /// Local disk writes waiting for an overlapping one to finish.
-    deferred_writes: VecDeque<(u64, u64, Vec<u8>)>,
+    deferred_writes: VecDeque<(u64, u64, Bytes)>,
     /// Application writes waiting for a handshake or an activity-log slot.
-    blocked_writes: VecDeque<(u64, u64, Vec<u8>)>,
+    blocked_writes: VecDeque<(u64, u64, Bytes)>,
     promotion: Option<PendingPromotion>,
     next_tid: u64,
     rng: u64,
@@ -974,7 +976,7 @@ impl Resource {
                 .is_some_and(|end| end <= self.config.blocks)
     }
 
-    fn app_write(&mut self, id: u64, block: u64, data: Vec<u8>) {
+    fn app_write(&mut self, id: u64, block: u64, data: Bytes) {
         if self.role != Role::Primary {
             return self.complete(id, Err(IoError::NotPrimary));
         }
@@ -1075,7 +1077,7 @@ impl Resource {
                 .any(|p| p.transfer_log.iter().any(|(_, b, c)| overlaps(*b, *c)))
     }
 
-    fn start_write(&mut self, id: u64, block: u64, data: Vec<u8>, count: u64) {
+    fn start_write(&mut self, id: u64, block: u64, data: Bytes, count: u64) {
         let mut waiting = Vec::new();
         for p in 0..self.peers.len() {
             let protocol = self.config.protocol;
@@ -1232,7 +1234,7 @@ impl Resource {
     }
 
     /// Issues a local write, or queues it behind an overlapping one.
-    fn submit_write(&mut self, token: u64, block: u64, data: Vec<u8>) {
+    fn submit_write(&mut self, token: u64, block: u64, data: Bytes) {
         let count = (data.len() / BLOCK_SIZE) as u64;
         for peer in &mut self.peers {
             let verify = &mut peer.verify;
@@ -1255,7 +1257,7 @@ impl Resource {
         self.issue_write(token, block, data);
     }
 
-    fn issue_write(&mut self, token: u64, block: u64, data: Vec<u8>) {
+    fn issue_write(&mut self, token: u64, block: u64, data: Bytes) {
         let count = (data.len() / BLOCK_SIZE) as u64;
         for b in block..block + count {
             *self.writes_in_flight.entry(b).or_insert(0) += 1;
@@ -1276,7 +1278,7 @@ impl Resource {
         let mut still = VecDeque::new();
         while let Some((token, b, data)) = self.deferred_writes.pop_front() {
             let c = (data.len() / BLOCK_SIZE) as u64;
-            let blocked_by_earlier = still.iter().any(|(_, eb, ed): &(u64, u64, Vec<u8>)| {
+            let blocked_by_earlier = still.iter().any(|(_, eb, ed): &(u64, u64, Bytes)| {
                 *eb < b + c && eb + (ed.len() / BLOCK_SIZE) as u64 > b
             });
             if blocked_by_earlier || self.overlaps_in_flight(b, c) {
@@ -1373,7 +1375,10 @@ impl Resource {
                 let id = p.id;
                 self.out.push(Action::Send {
                     peer: id,
-                    message: Message::ResyncData { block, data },
+                    message: Message::ResyncData {
+                        block,
+                        data: data.into(),
+                    },
                 });
                 self.pump_resync(peer);
             }
@@ -1865,7 +1870,7 @@ impl Resource {
     }
 
     /// The receiving side of a replicated write.
-    fn peer_data(&mut self, p: usize, seq: u64, block: u64, data: Vec<u8>) {
+    fn peer_data(&mut self, p: usize, seq: u64, block: u64, data: Bytes) {
         let count = (data.len() / BLOCK_SIZE) as u64;
         if !self.check_range(block, count) {
             return self.protocol_error(

@@ -82,7 +82,7 @@ fn tag_of(data: &[u8]) -> u64 {
 }
 
 enum DiskOp {
-    Write { block: u64, data: Vec<u8> },
+    Write { block: u64, data: bytes::Bytes },
     Read { block: u64, count: u64 },
     Flush { mark: u64 },
 }
@@ -518,7 +518,7 @@ impl Sim {
             Event::Write {
                 id: rid,
                 block,
-                data,
+                data: data.into(),
             },
         );
     }
