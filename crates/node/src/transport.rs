@@ -25,7 +25,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use replication::message::{decode, DecodeError, HEADER_LEN, MAX_PAYLOAD};
+use replication::message::{decode_with, DecodeError, HEADER_LEN, MAX_PAYLOAD};
 use replication::NodeId;
 
 use crate::host::{Events, HostMsg};
@@ -502,6 +502,15 @@ fn write_loop(stream: TcpStream, outbox: &Outbox) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+/// Block data out of the receive buffer: one copy, aligned so the disk's
+/// direct I/O writes it as it is.
+fn aligned_copy(blocks: &[u8]) -> Bytes {
+    match blockdev::AlignedBuf::copy_of(blocks, replication::BLOCK_SIZE) {
+        Ok(copy) => Bytes::from_owner(copy),
+        Err(_) => Bytes::copy_from_slice(blocks),
+    }
+}
+
 /// The reader thread: frames to the engine. Reads go straight into one
 /// large buffer and frames are decoded where they lie; the tail of a partial
 /// frame moves to the front only when the space behind it runs short.
@@ -517,7 +526,7 @@ fn read_loop(
     loop {
         // Hand over every whole frame in the buffer.
         let missing = loop {
-            match decode(&buffer[start..end]) {
+            match decode_with(&buffer[start..end], aligned_copy) {
                 Ok((message, n)) => {
                     start += n;
                     if events

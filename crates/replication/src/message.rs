@@ -354,6 +354,15 @@ pub fn encode_split(message: Message, out: &mut Vec<u8>) -> Option<Bytes> {
 /// Decodes one frame from the start of `bytes`: the message and how many bytes
 /// it used, or why not.
 pub fn decode(bytes: &[u8]) -> Result<(Message, usize), DecodeError> {
+    decode_with(bytes, Bytes::copy_from_slice)
+}
+
+/// [`decode`], with the caller choosing how a frame's block data is copied out
+/// (the node copies it aligned for its disk's direct I/O).
+pub fn decode_with(
+    bytes: &[u8],
+    copy_blocks: fn(&[u8]) -> Bytes,
+) -> Result<(Message, usize), DecodeError> {
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::Incomplete(HEADER_LEN - bytes.len()));
     }
@@ -372,6 +381,7 @@ pub fn decode(bytes: &[u8]) -> Result<(Message, usize), DecodeError> {
     let mut r = Reader {
         bytes: &bytes[HEADER_LEN..HEADER_LEN + len],
         kind: kind_name(kind),
+        copy_blocks,
     };
     let message = match kind {
         Kind::Hello => {
@@ -602,6 +612,7 @@ impl Writer<'_> {
 struct Reader<'a> {
     bytes: &'a [u8],
     kind: &'static str,
+    copy_blocks: fn(&[u8]) -> Bytes,
 }
 
 impl Reader<'_> {
@@ -674,7 +685,8 @@ impl Reader<'_> {
                 format!("{n} bytes is not a whole number of 4 KiB blocks"),
             ));
         }
-        Ok(Bytes::copy_from_slice(self.take(field, n)?))
+        let copy_blocks = self.copy_blocks;
+        Ok(copy_blocks(self.take(field, n)?))
     }
 }
 
