@@ -130,9 +130,7 @@ impl Events {
             return Ok(());
         }
         engine.handle(msg);
-        let effects = std::mem::take(&mut engine.effects);
-        drop(guard);
-        effects.run();
+        unlock_and_run_effects(guard);
         Ok(())
     }
 
@@ -143,11 +141,19 @@ impl Events {
         let engine = guard.as_mut().ok_or(Stopped)?;
         let actions = engine.engine.handle(Event::Tick);
         engine.run_actions(actions);
-        let effects = std::mem::take(&mut engine.effects);
-        drop(guard);
-        effects.run();
+        unlock_and_run_effects(guard);
         Ok(())
     }
+}
+
+/// Lets go of the engine's lock, then carries out what its run left to do.
+fn unlock_and_run_effects(mut guard: std::sync::MutexGuard<'_, Option<EngineState>>) {
+    let effects = guard
+        .as_mut()
+        .map(|engine| std::mem::take(&mut engine.effects))
+        .unwrap_or_default();
+    drop(guard);
+    effects.run();
 }
 
 /// What one run of the engine leaves to do once its lock is let go: disk jobs
@@ -292,14 +298,12 @@ impl ResourceHost {
         // The loop device is attached after the engine runs (attaching reads
         // through it); the engine learns its path through this.
         let loop_path = state.loop_path.clone();
-        let effects = {
+        {
             let mut slot = events.0.lock().map_err(|_| "engine lock poisoned")?;
             state.run_actions(first_actions);
-            let effects = std::mem::take(&mut state.effects);
             *slot = Some(state);
-            effects
-        };
-        effects.run();
+            unlock_and_run_effects(slot);
+        }
         let ticker = {
             let events = events.clone();
             let stop = stop.clone();
