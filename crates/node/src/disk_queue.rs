@@ -1,10 +1,10 @@
 //! The backing disk's I/O, as the engine asks for it: writes, reads and flushes
 //! that complete later with a `DiskDone` event carrying their token.
 //!
-//! Normally through an io_uring: the thread that runs the engine (FUSE, socket
-//! reader, tick) submits without blocking, and one completion thread per
-//! resource turns completions into `DiskDone` events, several per wake-up under
-//! load. Before it, four disk threads each took a job from a channel and did a
+//! Normally through an io_uring that one thread per resource owns: the thread
+//! that runs the engine (FUSE, socket reader, tick) hands it the job without
+//! blocking, and it submits, reaps and turns completions into `DiskDone`
+//! events, several per wake-up under load. Before it, four disk threads each took a job from a channel and did a
 //! blocking `pwrite`: a thread wake-up to start every write and a sleep through
 //! it, about three and a half context switches per write on each node.
 //!
@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use blockdev::{AlignedBuf, BlockDevice, FileDevice};
 use bytes::Bytes;
-use io_uring::{opcode, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::host::{Events, HostMsg};
 
@@ -36,7 +36,7 @@ pub type DiskSlot = Arc<Mutex<Option<Arc<FileDevice>>>>;
 const RING_ENTRIES: u32 = 256;
 /// Disk threads when io_uring is refused.
 const DISK_THREADS: usize = 4;
-/// `user_data` of the no-op that wakes the completion thread to stop.
+/// `user_data` of the poll on the eventfd that wakes the ring's thread.
 const WAKE: u64 = u64::MAX;
 
 /// One request of the engine to the backing disk.
@@ -150,9 +150,8 @@ enum InFlight {
         token: u64,
         _disk: Arc<FileDevice>,
     },
-    /// Finished without the kernel (no disk, or done blocking): a no-op carries
-    /// the result to the completion thread, as a job's completion must not run
-    /// inside the engine call that submitted it.
+    /// Finished without the kernel (no disk, or done blocking): carried
+    /// through the ring by a no-op.
     Done {
         token: u64,
         result: Result<Option<Vec<u8>>, ()>,
@@ -208,36 +207,76 @@ impl InFlight {
     }
 }
 
-struct Shared {
-    ring: IoUring,
-    /// Jobs in the kernel, by `user_data`, and the last key given out. Its
-    /// lock also serializes every use of the submission queue (one producer
-    /// at a time).
-    inflight: Mutex<(u64, HashMap<u64, InFlight>)>,
-    stop: AtomicBool,
-    slot: DiskSlot,
-    events: Events,
+/// What the submitting threads hand to the ring's thread.
+struct Inbox {
+    jobs: Vec<(squeue::Entry, InFlight)>,
+    /// The ring's thread found nothing to submit and is waiting in the
+    /// kernel: the next job must wake it.
+    asleep: bool,
 }
 
-/// Backing disk I/O through an io_uring, completed on the ring's own thread.
+struct Shared {
+    inbox: Mutex<Inbox>,
+    /// An eventfd the ring's thread polls through the ring: written to wake it.
+    wake: OwnedFd,
+    stop: AtomicBool,
+    slot: DiskSlot,
+}
+
+/// Backing disk I/O through an io_uring that one thread owns: it alone submits
+/// and reaps, so the kernel runs completion work on that thread when it asks
+/// for completions (`DEFER_TASKRUN`), never by interrupting the FUSE or socket
+/// thread that asked for the job (which a ring shared by all of them costs: a
+/// wake-up of the submitter for each completion, and a contended ring lock).
 pub struct DiskRing {
     shared: Arc<Shared>,
 }
 
 impl DiskRing {
     fn start(name: &str, slot: DiskSlot, events: Events) -> io::Result<DiskRing> {
-        let ring = IoUring::new(RING_ENTRIES)?;
+        // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new
+        // descriptor that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let wake = unsafe { OwnedFd::from_raw_fd(fd) };
         let shared = Arc::new(Shared {
-            ring,
-            inflight: Mutex::new((0, HashMap::new())),
+            inbox: Mutex::new(Inbox {
+                jobs: Vec::new(),
+                asleep: false,
+            }),
+            wake,
             stop: AtomicBool::new(false),
             slot,
-            events,
         });
-        let reaper = shared.clone();
+        let (ready, answer) = mpsc::channel();
+        let thread_shared = shared.clone();
         thread::Builder::new()
             .name(format!("disk-{name}"))
-            .spawn(move || reaper.reap())?;
+            .spawn(move || {
+                // A single-issuer ring belongs to the thread that creates it.
+                match new_ring() {
+                    Ok(ring) => {
+                        let _ = ready.send(Ok(()));
+                        RingThread {
+                            ring,
+                            shared: thread_shared,
+                            events,
+                            inflight: HashMap::new(),
+                            last: 0,
+                        }
+                        .run();
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                    }
+                }
+            })?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err(io::Error::other("the disk thread ended")))?;
         Ok(DiskRing { shared })
     }
 
@@ -246,7 +285,7 @@ impl DiskRing {
         let Some(disk) = disk else {
             // The engine sends no disk job while Diskless; a missing disk
             // fails the job.
-            return self.shared.push_done(job.token(), Err(()));
+            return self.shared.hand_done(job.token(), Err(()));
         };
         let alignment = disk.direct_alignment();
         let aligned = |offset: u64, len: usize| {
@@ -265,7 +304,7 @@ impl DiskRing {
                 } else {
                     match AlignedBuf::copy_of(&data, a) {
                         Ok(copy) => Bytes::from_owner(copy),
-                        Err(_) => return self.shared.push_done(token, Err(())),
+                        Err(_) => return self.shared.hand_done(token, Err(())),
                     }
                 };
                 let entry = opcode::Write::new(fd, data.as_ptr(), data.len() as u32)
@@ -281,7 +320,7 @@ impl DiskRing {
             }
             DiskJob::Read { token, offset, len } if len > 0 && aligned(offset, len) => {
                 let Ok(mut buf) = AlignedBuf::new(len, a) else {
-                    return self.shared.push_done(token, Err(()));
+                    return self.shared.hand_done(token, Err(()));
                 };
                 let entry = opcode::Read::new(fd, buf.as_mut_slice().as_mut_ptr(), len as u32)
                     .offset(offset)
@@ -304,100 +343,151 @@ impl DiskRing {
             // 4 KiB blocks, so never in practice): done here, blocking.
             job => {
                 let (token, result) = job.run_blocking(&disk);
-                return self.shared.push_done(token, result);
+                return self.shared.hand_done(token, result);
             }
         };
-        self.shared.push(entry, flight);
+        self.shared.hand(entry, flight);
     }
 }
 
 impl Drop for DiskRing {
-    /// The completion thread ends once the jobs in the kernel are done. It is
-    /// not joined: it may be waiting for the engine's lock, which whoever drops
-    /// the engine holds.
+    /// The ring's thread ends once the jobs in the kernel are done. It is not
+    /// joined: it may be waiting for the engine's lock, which whoever drops the
+    /// engine holds.
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
-        self.shared
-            .push_entry(opcode::Nop::new().build().user_data(WAKE));
+        self.shared.wake_up();
     }
 }
 
-impl Shared {
-    /// Queues one job's entry and tells the kernel.
-    fn push(&self, entry: io_uring::squeue::Entry, flight: InFlight) {
-        let Ok(mut guard) = self.inflight.lock() else {
-            return;
-        };
-        let (last, inflight) = &mut *guard;
-        *last = (*last + 1) % WAKE;
-        let key = *last;
-        inflight.insert(key, flight);
-        self.push_locked(&entry.user_data(key));
-    }
+/// A ring whose completion work waits for its thread to ask for it; a plain
+/// one where the kernel lacks that (before 6.1).
+fn new_ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|_| IoUring::new(RING_ENTRIES))
+}
 
-    fn push_entry(&self, entry: io_uring::squeue::Entry) {
-        if let Ok(_guard) = self.inflight.lock() {
-            self.push_locked(&entry);
+impl Shared {
+    /// Gives one job to the ring's thread, waking it if it sleeps.
+    fn hand(&self, entry: squeue::Entry, flight: InFlight) {
+        let wake = {
+            let Ok(mut inbox) = self.inbox.lock() else {
+                return;
+            };
+            inbox.jobs.push((entry, flight));
+            std::mem::take(&mut inbox.asleep)
+        };
+        if wake {
+            self.wake_up();
         }
     }
 
-    /// With the `inflight` lock held.
-    fn push_locked(&self, entry: &io_uring::squeue::Entry) {
+    /// A job finished without the kernel: a no-op carries its result through
+    /// the ring, as a job's completion must not run inside the engine call
+    /// that submitted it.
+    fn hand_done(&self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+        self.hand(opcode::Nop::new().build(), InFlight::Done { token, result });
+    }
+
+    fn wake_up(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live local buffer to our eventfd. A
+        // full counter (EAGAIN) already means "awake".
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+}
+
+/// The thread that owns the ring.
+struct RingThread {
+    ring: IoUring,
+    shared: Arc<Shared>,
+    events: Events,
+    /// Jobs in the kernel, by `user_data`, and the last key given out.
+    inflight: HashMap<u64, InFlight>,
+    last: u64,
+}
+
+impl RingThread {
+    /// Submits what the other threads hand over and runs the engine with each
+    /// completion, several per wake-up under load, until stopped with nothing
+    /// left in the kernel.
+    fn run(mut self) {
+        self.arm_wake();
+        let mut jobs = Vec::new();
+        let mut done: Vec<(InFlight, i32)> = Vec::new();
         loop {
-            // SAFETY: the submission queue is used only under the `inflight`
-            // lock, which the caller holds. The entry's buffer is owned by its
-            // `InFlight` (heap memory that does not move), kept until its
-            // completion is taken off the ring.
-            let pushed = unsafe { self.ring.submission_shared().push(entry) };
-            if pushed.is_ok() {
-                break;
+            {
+                let Ok(mut inbox) = self.shared.inbox.lock() else {
+                    return;
+                };
+                std::mem::swap(&mut inbox.jobs, &mut jobs);
+                inbox.asleep = jobs.is_empty();
+                if jobs.is_empty()
+                    && self.inflight.is_empty()
+                    && self.shared.stop.load(Ordering::Acquire)
+                {
+                    return;
+                }
+            }
+            let wait = usize::from(jobs.is_empty());
+            for (entry, flight) in jobs.drain(..) {
+                self.last = (self.last + 1) % WAKE;
+                self.inflight.insert(self.last, flight);
+                self.push(&entry.user_data(self.last));
+            }
+            if let Err(e) = self.ring.submit_and_wait(wait) {
+                if e.raw_os_error() != Some(libc::EINTR) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let mut woken = false;
+            for cqe in self.ring.completion() {
+                match cqe.user_data() {
+                    WAKE => woken = true,
+                    key => {
+                        if let Some(flight) = self.inflight.remove(&key) {
+                            done.push((flight, cqe.result()));
+                        }
+                    }
+                }
+            }
+            if woken {
+                self.arm_wake();
+            }
+            for (flight, res) in done.drain(..) {
+                let (token, result) = flight.finish(res);
+                let _ = self.events.send(HostMsg::DiskDone { token, result });
+            }
+        }
+    }
+
+    fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the entry's buffer is owned by its `InFlight` (heap
+            // memory that does not move), kept until its completion is taken
+            // off the ring; the wake-up poll has no buffer.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
             }
             // Full: hand what is queued to the kernel, and try again.
             if self.ring.submit().is_err() {
                 thread::sleep(Duration::from_micros(50));
             }
         }
-        // An error leaves the entry queued: the next submit, or the completion
-        // thread's wait, passes it on.
-        let _ = self.ring.submit();
     }
 
-    fn push_done(&self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
-        self.push(opcode::Nop::new().build(), InFlight::Done { token, result });
-    }
-
-    /// The completion thread: waits for completions and runs the engine with
-    /// each, until stopped with nothing left in the kernel.
-    fn reap(&self) {
-        let mut done: Vec<(InFlight, i32)> = Vec::new();
-        loop {
-            if let Err(e) = self.ring.submitter().submit_and_wait(1) {
-                if e.raw_os_error() != Some(libc::EINTR) {
-                    thread::sleep(Duration::from_millis(1));
-                }
-            }
-            let idle = {
-                let Ok(mut guard) = self.inflight.lock() else {
-                    return;
-                };
-                // SAFETY: this thread is the only one that reads the completion
-                // queue.
-                let completions = unsafe { self.ring.completion_shared() };
-                for cqe in completions {
-                    if let Some(flight) = guard.1.remove(&cqe.user_data()) {
-                        done.push((flight, cqe.result()));
-                    }
-                }
-                guard.1.is_empty()
-            };
-            for (flight, res) in done.drain(..) {
-                let (token, result) = flight.finish(res);
-                let _ = self.events.send(HostMsg::DiskDone { token, result });
-            }
-            if idle && self.stop.load(Ordering::Acquire) {
-                return;
-            }
-        }
+    /// Empties the eventfd and polls it again: the next write wakes us.
+    fn arm_wake(&mut self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer from our
+        // non-blocking eventfd (EAGAIN when it is already empty).
+        unsafe { libc::read(self.shared.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+        let fd = types::Fd(self.shared.wake.as_raw_fd());
+        let poll = opcode::PollAdd::new(fd, libc::POLLIN as u32).build();
+        self.push(&poll.user_data(WAKE));
     }
 }
 
