@@ -40,7 +40,7 @@ impl EngineDevice {
     }
 
     /// Hands `request` to the engine and waits for the answer.
-    fn call(&self, request: IoRequest) -> io::Result<Option<Vec<u8>>> {
+    fn call(&self, request: IoRequest) -> io::Result<Option<Bytes>> {
         let (tx, answer) = mpsc::channel();
         self.submit(
             request,

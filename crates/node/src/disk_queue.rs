@@ -66,7 +66,7 @@ impl DiskJob {
     }
 
     /// Carries the job out with blocking calls.
-    fn run_blocking(self, disk: &FileDevice) -> (u64, Result<Option<Vec<u8>>, ()>) {
+    fn run_blocking(self, disk: &FileDevice) -> (u64, Result<Option<Bytes>, ()>) {
         match self {
             DiskJob::Write {
                 token,
@@ -83,7 +83,7 @@ impl DiskJob {
                 (
                     token,
                     disk.read_at(&mut buf, offset)
-                        .map(|_| Some(buf))
+                        .map(|_| Some(Bytes::from(buf)))
                         .map_err(|_| ()),
                 )
             }
@@ -154,11 +154,11 @@ enum InFlight {
     /// through the ring by a no-op.
     Done {
         token: u64,
-        result: Result<Option<Vec<u8>>, ()>,
+        result: Result<Option<Bytes>, ()>,
     },
 }
 
-type Completion = (u64, Result<Option<Vec<u8>>, ()>);
+type Completion = (u64, Result<Option<Bytes>, ()>);
 
 impl InFlight {
     /// Its `DiskDone`, given the kernel's result. A short transfer (only at
@@ -199,8 +199,9 @@ impl InFlight {
                         [] => Ok(()),
                         tail => disk.read_at(tail, offset + n as u64).map_err(|_| ()),
                     }
-                    .map(|_| Some(data.to_vec()))
                 });
+                // The buffer itself becomes the data: no copy.
+                let result = result.map(|()| Some(Bytes::from_owner(buf)));
                 (token, result)
             }
         }
@@ -388,7 +389,7 @@ impl Shared {
     /// A job finished without the kernel: a no-op carries its result through
     /// the ring, as a job's completion must not run inside the engine call
     /// that submitted it.
-    fn hand_done(&self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+    fn hand_done(&self, token: u64, result: Result<Option<Bytes>, ()>) {
         self.hand(opcode::Nop::new().build(), InFlight::Done { token, result });
     }
 

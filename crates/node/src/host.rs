@@ -46,7 +46,7 @@ pub enum IoRequest {
 }
 
 /// A device request's answer: the data read, if any, or why it failed.
-pub type IoResult = Result<Option<Vec<u8>>, IoError>;
+pub type IoResult = Result<Option<Bytes>, IoError>;
 /// Takes a device request's answer, on whichever thread completes it.
 pub type IoReply = Box<dyn FnOnce(IoResult) + Send>;
 pub type AdminReply = Sender<Result<(), String>>;
@@ -62,7 +62,7 @@ pub enum HostMsg {
     },
     DiskDone {
         token: u64,
-        result: Result<Option<Vec<u8>>, ()>,
+        result: Result<Option<Bytes>, ()>,
     },
     Connected {
         peer: u8,

@@ -173,7 +173,7 @@ pub enum Event {
     /// A disk action finished; reads carry their data.
     DiskDone {
         token: u64,
-        result: Result<Option<Vec<u8>>, ()>,
+        result: Result<Option<Bytes>, ()>,
     },
     Connected {
         peer: NodeId,
@@ -225,7 +225,7 @@ pub enum Action {
     },
     Complete {
         id: u64,
-        result: Result<Option<Vec<u8>>, IoError>,
+        result: Result<Option<Bytes>, IoError>,
     },
     AdminDone {
         id: u64,
@@ -1197,7 +1197,7 @@ impl Resource {
         }
     }
 
-    fn complete(&mut self, id: u64, result: Result<Option<Vec<u8>>, IoError>) {
+    fn complete(&mut self, id: u64, result: Result<Option<Bytes>, IoError>) {
         self.out.push(Action::Complete { id, result });
     }
 
@@ -1290,12 +1290,12 @@ impl Resource {
         self.deferred_writes = still;
     }
 
-    fn disk_done(&mut self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+    fn disk_done(&mut self, token: u64, result: Result<Option<Bytes>, ()>) {
         self.disk_done_op(token, result);
         self.maybe_finish_detach();
     }
 
-    fn disk_done_op(&mut self, token: u64, result: Result<Option<Vec<u8>>, ()>) {
+    fn disk_done_op(&mut self, token: u64, result: Result<Option<Bytes>, ()>) {
         let Some(op) = self.ops.remove(&token) else {
             return;
         };
@@ -1375,10 +1375,7 @@ impl Resource {
                 let id = p.id;
                 self.out.push(Action::Send {
                     peer: id,
-                    message: Message::ResyncData {
-                        block,
-                        data: data.into(),
-                    },
+                    message: Message::ResyncData { block, data },
                 });
                 self.pump_resync(peer);
             }
@@ -2357,7 +2354,7 @@ impl Resource {
         gen: u64,
         block: u64,
         count: u64,
-        data: Option<Vec<u8>>,
+        data: Option<Bytes>,
     ) {
         let peer = &mut self.peers[p];
         if peer.gen != gen || peer.repl != ReplState::VerifyS {
@@ -2466,7 +2463,7 @@ impl Resource {
         block: u64,
         alg: VerifyAlg,
         digests: &[u8],
-        data: Option<Vec<u8>>,
+        data: Option<Bytes>,
     ) {
         let peer = &mut self.peers[p];
         if peer.gen != gen || peer.repl != ReplState::VerifyT {

@@ -542,7 +542,7 @@ impl Sim {
                 for b in block..block + count {
                     data.extend_from_slice(&block_data(node.disk.read(b)));
                 }
-                Ok(Some(data))
+                Ok(Some(data.into()))
             }
             DiskOp::Flush { mark } => {
                 node.disk.flush(mark);
