@@ -358,6 +358,6 @@ fn wait(name: &str, what: &str, done: impl Fn(&ResourceStatus) -> bool) -> Resul
                 let _ = std::io::Write::flush(&mut std::io::stdout());
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
