@@ -6,6 +6,12 @@
 
 mod cli;
 
+/// The daemon's write path allocates and frees a 4 KiB-aligned buffer per
+/// block written; glibc's allocator spent about 4% of the CPU of a 4 KiB
+/// random-write load doing it (consolidating free chunks, aligned splits).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
