@@ -4,9 +4,10 @@
 //! Normally through an io_uring that one thread per resource owns: the thread
 //! that runs the engine (FUSE, socket reader, tick) hands it the job without
 //! blocking, and it submits, reaps and turns completions into `DiskDone`
-//! events, several per wake-up under load. Before it, four disk threads each took a job from a channel and did a
-//! blocking `pwrite`: a thread wake-up to start every write and a sleep through
-//! it, about three and a half context switches per write on each node.
+//! events, several per wake-up under load. Before it, four disk threads each
+//! took a job from a channel and did a blocking `pwrite`: a thread wake-up to
+//! start every write and a sleep through it, about three and a half context
+//! switches per write on each node.
 //!
 //! Where io_uring is refused (disabled by sysctl, or filtered by a container's
 //! seccomp profile) the same jobs go to disk threads doing blocking calls, and
