@@ -318,6 +318,54 @@ impl AlignedBuf {
         Ok(AlignedBuf { ptr, layout })
     }
 
+    /// `len` bytes aligned to `align` (a power of two): `prefix`, then what
+    /// reads from `fd` bring until it is full, filled in place without being
+    /// zeroed first (a received frame's block data goes from the socket
+    /// straight to memory the disk's direct I/O takes as it is). End of file
+    /// before it is full is `UnexpectedEof`.
+    pub fn read_after(
+        prefix: &[u8],
+        fd: std::os::fd::BorrowedFd<'_>,
+        len: usize,
+        align: usize,
+    ) -> io::Result<Self> {
+        if prefix.len() > len || len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a prefix of {} bytes in a buffer of {len}", prefix.len()),
+            ));
+        }
+        let layout = Layout::from_size_align(len, align)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size (len > 0).
+        let raw = unsafe { alloc::alloc(layout) };
+        let ptr = std::ptr::NonNull::new(raw)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // Owned from here on, so every error below frees it. Its bytes are not
+        // read (as_slice) before all of them are written.
+        let buf = AlignedBuf { ptr, layout };
+        // SAFETY: the allocation holds len >= prefix.len() bytes and cannot
+        // overlap prefix.
+        unsafe { std::ptr::copy_nonoverlapping(prefix.as_ptr(), raw, prefix.len()) };
+        let mut filled = prefix.len();
+        while filled < len {
+            // SAFETY: read(2) writes at most len - filled bytes at raw + filled,
+            // inside the allocation; no reference to the unwritten bytes exists.
+            let n = unsafe { libc::read(fd.as_raw_fd(), raw.add(filled).cast(), len - filled) };
+            match n {
+                0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                n if n < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                n => filled += n as usize,
+            }
+        }
+        Ok(buf)
+    }
+
     /// Its bytes.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr points to layout.size() initialized (zeroed or copied) bytes that we
@@ -351,6 +399,30 @@ unsafe impl Send for AlignedBuf {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_after_is_the_prefix_then_what_was_read() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let (mut tx, rx) = std::os::unix::net::UnixStream::pair().unwrap();
+        let sent: Vec<u8> = (0..20_000u32).map(|i| (i * 13) as u8).collect();
+        let writer = std::thread::spawn(move || {
+            // In pieces, so the reads come back short.
+            for piece in sent.chunks(3_000) {
+                tx.write_all(piece).unwrap();
+            }
+            sent
+        });
+        let buf = AlignedBuf::read_after(b"head", rx.as_fd(), 20_004, 4096).unwrap();
+        let sent = writer.join().unwrap();
+        assert_eq!(buf.as_slice().as_ptr() as usize % 4096, 0);
+        assert_eq!(&buf.as_slice()[..4], b"head");
+        assert_eq!(&buf.as_slice()[4..], &sent[..]);
+        // The peer closing early is an error, not a short buffer.
+        let eof = AlignedBuf::read_after(b"", rx.as_fd(), 10, 4096).err();
+        assert_eq!(eof.map(|e| e.kind()), Some(io::ErrorKind::UnexpectedEof));
+        assert!(AlignedBuf::read_after(b"long", rx.as_fd(), 2, 4096).is_err());
+    }
 
     fn roundtrip(direct: bool) {
         let dir = tempfile::tempdir().unwrap();

@@ -19,13 +19,17 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use blockdev::AlignedBuf;
 use bytes::Bytes;
-use replication::message::{decode_with, DecodeError, HEADER_LEN, MAX_PAYLOAD};
+use replication::message::{
+    bulk_split, decode_apart, decode_with, DecodeError, HEADER_LEN, MAX_PAYLOAD,
+};
 use replication::NodeId;
 
 use crate::host::{Events, HostMsg};
@@ -39,6 +43,9 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 const READ_BUFFER: usize = 2 * (HEADER_LEN + MAX_PAYLOAD) + READ_AT_LEAST;
 /// A read is never smaller than this, if the buffer can help it.
 const READ_AT_LEAST: usize = 64 << 10;
+/// Block data from this size on is read apart from the buffer, straight into
+/// aligned memory (below it, the frame usually comes whole in one read).
+const READ_APART: usize = 64 << 10;
 /// Pieces of frames one `sendmsg` takes at most.
 const IOVECS: usize = 64;
 
@@ -511,6 +518,15 @@ fn aligned_copy(blocks: &[u8]) -> Bytes {
     }
 }
 
+/// A peer that breaks the protocol is dropped, with a log line saying how.
+fn protocol_error(resource: &str, peer: NodeId, stream: &TcpStream, e: DecodeError) {
+    log(
+        resource,
+        format!("protocol error from node {peer}: {e}; dropping the connection"),
+    );
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
 /// The reader thread: frames to the engine. Reads go straight into one
 /// large buffer and frames are decoded where they lie; the tail of a partial
 /// frame moves to the front only when the space behind it runs short.
@@ -541,16 +557,42 @@ fn read_loop(
                     }
                 }
                 Err(DecodeError::Incomplete(missing)) => break missing,
-                Err(e) => {
-                    log(
-                        resource,
-                        format!("protocol error from node {peer}: {e}; dropping the connection"),
-                    );
-                    let _ = stream.shutdown(Shutdown::Both);
-                    return;
-                }
+                Err(e) => return protocol_error(resource, peer, &stream, e),
             }
         };
+        // A large frame with block data whose head is here: its block data
+        // goes from the socket straight into aligned memory, not through the
+        // buffer and a copy (everything after `start` belongs to this frame).
+        match bulk_split(&buffer[start..end]) {
+            Some((split, total)) if total - split >= READ_APART && end - start >= split => {
+                let head = start..start + split;
+                let have = &buffer[start + split..end];
+                let message = match AlignedBuf::read_after(
+                    have,
+                    stream.as_fd(),
+                    total - split,
+                    replication::BLOCK_SIZE,
+                ) {
+                    Ok(blocks) => decode_apart(&buffer[head], Bytes::from_owner(blocks)),
+                    Err(_) => return,
+                };
+                let message = match message {
+                    Ok(message) => message,
+                    Err(e) => return protocol_error(resource, peer, &stream, e),
+                };
+                let frame = HostMsg::Frame {
+                    peer,
+                    connection,
+                    message,
+                };
+                if events.send(frame).is_err() {
+                    return;
+                }
+                (start, end) = (0, 0);
+                continue;
+            }
+            _ => {}
+        }
         if start == end {
             (start, end) = (0, 0);
         } else if buffer.len() - end < missing.max(READ_AT_LEAST) {

@@ -26,6 +26,10 @@ pub const HEADER_LEN: usize = 12;
 /// The largest payload accepted: a 1 MiB write plus its header fields, or the
 /// bitmap of a 64 TiB device.
 pub const MAX_PAYLOAD: usize = 2 << 20;
+/// Payload bytes before the block data of `Data` (seq, epoch, block).
+const DATA_FIELDS: usize = 24;
+/// Payload bytes before the block data of `ResyncData` (block).
+const RESYNC_DATA_FIELDS: usize = 8;
 
 /// DRBD's replication protocols: when a write counts as done on a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +367,53 @@ pub fn decode_with(
     bytes: &[u8],
     copy_blocks: fn(&[u8]) -> Bytes,
 ) -> Result<(Message, usize), DecodeError> {
+    let (kind, len) = header(bytes)?;
+    if bytes.len() < HEADER_LEN + len {
+        return Err(DecodeError::Incomplete(HEADER_LEN + len - bytes.len()));
+    }
+    let payload = &bytes[HEADER_LEN..HEADER_LEN + len];
+    let message = decode_payload(kind, payload, Blocks::Copy(copy_blocks))?;
+    Ok((message, HEADER_LEN + len))
+}
+
+/// For a frame whose block data ends it (`Data`, `ResyncData`) and that
+/// carries some: where in the frame the block data starts, and the frame's
+/// length, from the fields before it in `bytes` (the start of the frame; the
+/// header is enough). The receiver can then read the block data straight into
+/// memory aligned for the disk, and decode the rest with [`decode_apart`].
+pub fn bulk_split(bytes: &[u8]) -> Option<(usize, usize)> {
+    let (kind, len) = header(bytes).ok()?;
+    let fixed = match kind {
+        Kind::Data => DATA_FIELDS,
+        Kind::ResyncData => RESYNC_DATA_FIELDS,
+        _ => return None,
+    };
+    (len > fixed).then_some((HEADER_LEN + fixed, HEADER_LEN + len))
+}
+
+/// Decodes a frame read in two parts, as [`bulk_split`] splits it: `head`,
+/// the frame up to its block data, and `blocks`, the block data itself.
+pub fn decode_apart(head: &[u8], blocks: Bytes) -> Result<Message, DecodeError> {
+    let (kind, _) = header(head)?;
+    match bulk_split(head) {
+        Some((split, total)) if head.len() == split && split + blocks.len() == total => {}
+        _ => {
+            return Err(DecodeError::BadField {
+                kind: kind_name(kind),
+                field: "length",
+                problem: format!(
+                    "{} + {} bytes is not a frame split at its block data",
+                    head.len(),
+                    blocks.len()
+                ),
+            })
+        }
+    }
+    decode_payload(kind, &head[HEADER_LEN..], Blocks::Given(Some(blocks)))
+}
+
+/// The kind and payload length of the frame `bytes` starts with.
+fn header(bytes: &[u8]) -> Result<(Kind, usize), DecodeError> {
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::Incomplete(HEADER_LEN - bytes.len()));
     }
@@ -375,13 +426,16 @@ pub fn decode_with(
     if len > MAX_PAYLOAD {
         return Err(DecodeError::TooLarge(len));
     }
-    if bytes.len() < HEADER_LEN + len {
-        return Err(DecodeError::Incomplete(HEADER_LEN + len - bytes.len()));
-    }
+    Ok((kind, len))
+}
+
+/// The message of a `kind` frame with this payload (its block data, if the
+/// kind has any, from `blocks`).
+fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message, DecodeError> {
     let mut r = Reader {
-        bytes: &bytes[HEADER_LEN..HEADER_LEN + len],
+        bytes: payload,
         kind: kind_name(kind),
-        copy_blocks,
+        blocks,
     };
     let message = match kind {
         Kind::Hello => {
@@ -533,7 +587,7 @@ pub fn decode_with(
     if !r.bytes.is_empty() {
         return Err(r.bad("payload", format!("{} bytes left over", r.bytes.len())));
     }
-    Ok((message, HEADER_LEN + len))
+    Ok(message)
 }
 
 fn kind_of(message: &Message) -> Kind {
@@ -612,7 +666,15 @@ impl Writer<'_> {
 struct Reader<'a> {
     bytes: &'a [u8],
     kind: &'static str,
-    copy_blocks: fn(&[u8]) -> Bytes,
+    blocks: Blocks,
+}
+
+/// Where a frame's block data comes from.
+enum Blocks {
+    /// The rest of the payload, copied out by this function.
+    Copy(fn(&[u8]) -> Bytes),
+    /// Read apart from the payload (taken once).
+    Given(Option<Bytes>),
 }
 
 impl Reader<'_> {
@@ -677,16 +739,25 @@ impl Reader<'_> {
     }
 
     /// The rest of the payload, which must be whole blocks (at least one).
+    /// The block data that ends the payload.
     fn blocks(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
-        let n = self.bytes.len();
+        let n = match &self.blocks {
+            Blocks::Copy(_) => self.bytes.len(),
+            Blocks::Given(given) => given.as_ref().map_or(0, Bytes::len),
+        };
         if n == 0 || !n.is_multiple_of(BLOCK_SIZE) {
             return Err(self.bad(
                 field,
                 format!("{n} bytes is not a whole number of 4 KiB blocks"),
             ));
         }
-        let copy_blocks = self.copy_blocks;
-        Ok(copy_blocks(self.take(field, n)?))
+        match &mut self.blocks {
+            Blocks::Copy(copy_blocks) => {
+                let copy_blocks = *copy_blocks;
+                Ok(copy_blocks(self.take(field, n)?))
+            }
+            Blocks::Given(given) => Ok(given.take().unwrap_or_default()),
+        }
     }
 }
 
@@ -789,6 +860,29 @@ mod tests {
         }
     }
 
+    /// Every frame with block data, read in two parts where `bulk_split`
+    /// says (where `encode_split` splits it), decodes to the same message.
+    #[test]
+    fn frames_read_apart_decode_the_same() {
+        let mut apart = 0;
+        for m in samples() {
+            let mut head = Vec::new();
+            let bulk = encode_split(m.clone(), &mut head);
+            let split = bulk_split(&head[..HEADER_LEN]);
+            let Some(bulk) = bulk else {
+                assert_eq!(split, None, "{m:?}");
+                continue;
+            };
+            assert_eq!(split, Some((head.len(), head.len() + bulk.len())));
+            assert_eq!(decode_apart(&head, bulk.clone()).unwrap(), m);
+            // The wrong split is refused, not misread.
+            assert!(decode_apart(&head[..head.len() - 1], bulk.clone()).is_err());
+            assert!(decode_apart(&head, bulk.slice(BLOCK_SIZE..)).is_err());
+            apart += 1;
+        }
+        assert_eq!(apart, 2, "the samples have one Data and one ResyncData");
+    }
+
     #[test]
     fn partial_frames_ask_for_more() {
         let mut bytes = Vec::new();
@@ -828,6 +922,23 @@ mod tests {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn mutated_heads_read_apart_never_panic(
+            index in 0usize..18,
+            at in 0usize..64,
+            byte in any::<u8>(),
+            cut in 0usize..64,
+            blocks in 0usize..3,
+        ) {
+            let mut head = Vec::new();
+            let _ = encode_split(samples()[index].clone(), &mut head);
+            let at = at % head.len();
+            head[at] = byte;
+            head.truncate(cut.max(1).min(head.len()));
+            let _ = bulk_split(&head);
+            let _ = decode_apart(&head, Bytes::from(vec![0u8; blocks * BLOCK_SIZE]));
         }
 
         #[test]
