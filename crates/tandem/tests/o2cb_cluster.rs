@@ -19,13 +19,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestLab;
+use common::{connect_in_lab, send_and_expect_close, TestLab};
 
 const SETTINGS: &str = "O2CB_ENABLED=true
 O2CB_STACK=o2cb
@@ -340,28 +338,6 @@ fn wait_status_line(lab: &TestLab, n: u8, line: &str) -> String {
     }
 }
 
-/// Opens a TCP connection inside the lab's network from `from` to `to`.
-fn connect_in_lab(lab: &TestLab, from: &str, to: &str) -> TcpStream {
-    let netns = lab.netns();
-    let (from, to): (SocketAddr, SocketAddr) =
-        (format!("{from}:0").parse().unwrap(), to.parse().unwrap());
-    // A thread of its own enters the lab's network namespace; the socket
-    // keeps it after the thread ends.
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&netns).unwrap();
-        // SAFETY: setns on a valid namespace file descriptor, for this thread only.
-        let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(entered, 0);
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.bind(&from.into()).unwrap();
-        s.connect_timeout(&to.into(), Duration::from_secs(5))
-            .unwrap();
-        TcpStream::from(s)
-    })
-    .join()
-    .unwrap()
-}
-
 fn hello(node: u8, idle_timeout_ms: u32) -> Vec<u8> {
     let mut out = Vec::new();
     cluster::message::encode_net(
@@ -379,21 +355,6 @@ fn hello(node: u8, idle_timeout_ms: u32) -> Vec<u8> {
         &mut out,
     );
     out
-}
-
-/// Sends `bytes` and waits until node 1 drops the connection.
-fn send_and_expect_close(mut s: TcpStream, bytes: &[u8]) {
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let _ = s.write_all(bytes);
-    let mut sink = [0u8; 4096];
-    loop {
-        match std::io::Read::read(&mut s, &mut sink) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("node 1 kept a bad connection open: {e}"),
-        }
-    }
 }
 
 #[test]

@@ -222,3 +222,91 @@ fn after_a_disconnect_only_the_written_blocks_are_resynced() {
         checksum(&lab.image("nodo2", "sdc"), size)
     );
 }
+
+/// A connection's preamble (docs/FORMAT.md): "TNDMCONN", version 1, node id,
+/// the resource's name.
+fn preamble(node_id: u8, resource: &str) -> Vec<u8> {
+    let mut out = b"TNDMCONN".to_vec();
+    out.extend_from_slice(&[1, node_id]);
+    out.extend_from_slice(&(resource.len() as u16).to_be_bytes());
+    out.extend_from_slice(resource.as_bytes());
+    out
+}
+
+/// A frame's header (docs/FORMAT.md): magic "TNDM", kind, payload length.
+fn frame_header(kind: u8, len: u32) -> Vec<u8> {
+    let mut out = b"TNDM".to_vec();
+    out.extend_from_slice(&[kind, 0, 0, 0]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out
+}
+
+#[test]
+fn a_peer_that_breaks_the_protocol_is_dropped_and_replication_goes_on() {
+    let lab = TestLab::up("seed1-bad-peer", 2);
+    bring_up(&lab, "");
+    lab.ok("nodo1", "drbdadm wait-sync wwwdata");
+
+    // Bad input on nodo2's replication port, from an address of the lab's.
+    let nodo2 = "127.0.0.12:7789";
+    let send = |bytes: &[u8]| {
+        common::send_and_expect_close(common::connect_in_lab(&lab, "127.0.0.14", nodo2), bytes)
+    };
+    send(b"GET / HTTP/1.0\r\n\r\n garbage garbage");
+    send(&preamble(0, "other"));
+    send(&preamble(9, "wwwdata"));
+    // Passing for nodo1 (node id 0), then frames it would never send: a
+    // kind that does not exist, and a large Data frame (read apart from the
+    // receive buffer) whose block data is not whole 4 KiB blocks.
+    let mut unknown = preamble(0, "wwwdata");
+    unknown.extend_from_slice(&frame_header(99, 0));
+    send(&unknown);
+    let mut ragged = preamble(0, "wwwdata");
+    ragged.extend_from_slice(&frame_header(6, 24 + 65_537));
+    ragged.extend_from_slice(&[0u8; 24]);
+    ragged.extend_from_slice(&vec![0xa5; 65_537]);
+    send(&ragged);
+
+    let log = lab.sh("nodo2", "cat /run/tandem/tandemd.log");
+    let log = String::from_utf8_lossy(&log.stdout);
+    for line in [
+        "garbage instead of a tandem preamble",
+        "wrong resource 'other' (this is 'wwwdata')",
+        "unknown node id 9",
+        "protocol error from node 0: unknown message kind 99; dropping the connection",
+        "protocol error from node 0: Data: field data: 65537 bytes is not a whole number of 4 KiB blocks; dropping the connection",
+    ] {
+        assert!(log.contains(line), "no {line:?} in nodo2's log:\n{log}");
+    }
+
+    // nodo2 kept serving: nodo1 is back in sync with it, and a write on
+    // nodo1 reaches nodo2's disk.
+    lab.wait_status(
+        "nodo1",
+        "wwwdata",
+        "replication:Established peer-disk:UpToDate",
+        Duration::from_secs(60),
+    );
+    lab.ok(
+        "nodo1",
+        "head -c 262144 /dev/urandom > /tmp/pattern && \
+         dd if=/tmp/pattern of=/dev/drbd1 bs=4096 seek=256 oflag=direct status=none",
+    );
+    let pattern = lab.ok("nodo1", "sha1sum < /tmp/pattern");
+    for node in ["nodo1", "nodo2"] {
+        let image = lab.image(node, "sdc");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tail -c +1048577 {} | head -c 262144 | sha1sum",
+                image.display()
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            pattern,
+            "{node}'s disk lacks the write"
+        );
+    }
+}

@@ -4,8 +4,12 @@
 //! even when an assertion fails.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
@@ -150,6 +154,43 @@ impl Drop for TestLab {
         let out = self.tandem(&["lab", "down"]);
         if !out.status.success() && !std::thread::panicking() {
             panic!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// Opens a TCP connection inside the lab's network from `from` to `to`.
+pub fn connect_in_lab(lab: &TestLab, from: &str, to: &str) -> TcpStream {
+    let netns = lab.netns();
+    let (from, to): (SocketAddr, SocketAddr) =
+        (format!("{from}:0").parse().unwrap(), to.parse().unwrap());
+    // A thread of its own enters the lab's network namespace; the socket
+    // keeps it after the thread ends.
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns).unwrap();
+        // SAFETY: setns on a valid namespace file descriptor, for this thread only.
+        let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0);
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&from.into()).unwrap();
+        s.connect_timeout(&to.into(), Duration::from_secs(5))
+            .unwrap();
+        TcpStream::from(s)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends `bytes` and waits until the other side drops the connection.
+pub fn send_and_expect_close(mut s: TcpStream, bytes: &[u8]) {
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut sink = [0u8; 4096];
+    loop {
+        match std::io::Read::read(&mut s, &mut sink) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("the daemon kept a bad connection open: {e}"),
         }
     }
 }
