@@ -187,6 +187,8 @@ pub struct ResourceHost {
     pub spec: ResourceSpec,
     events: Events,
     ticker: Option<JoinHandle<()>>,
+    /// The transport's listener thread, if this node listens.
+    listener: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     mount: Option<DeviceMount>,
     loop_device: Option<LoopDevice>,
@@ -230,7 +232,7 @@ impl ResourceHost {
             blocks: opened.blocks,
             al_extent_blocks: AL_EXTENT_BLOCKS,
             al_extents: opened.al_extents,
-            resync_window: 256,
+            resync_window: 16,
             epoch_writes: 256,
         };
         let seed = random_seed();
@@ -256,7 +258,7 @@ impl ResourceHost {
             stop: stop.clone(),
             events: events.clone(),
         });
-        transport
+        let listener = transport
             .clone()
             .start()
             .map_err(|e| format!("listening on {}: {e}", spec.address))?;
@@ -349,6 +351,7 @@ impl ResourceHost {
             spec,
             events,
             ticker: Some(ticker),
+            listener,
             stop,
             mount: Some(mount),
             loop_device: Some(loop_device),
@@ -480,6 +483,9 @@ impl ResourceHost {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(ticker) = self.ticker.take() {
             let _ = ticker.join();
+        }
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join();
         }
         match result {
             Ok(Err(e)) => log(&self.spec.name, format!("down: {e}")),

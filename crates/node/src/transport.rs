@@ -309,7 +309,11 @@ fn tune(stream: &TcpStream) {
 
 impl Transport {
     /// Starts the listener (if any peer has a lower node id) and the dialers.
-    pub fn start(self: Arc<Self>) -> io::Result<()> {
+    /// Returns the listener's thread: it closes the listening socket within
+    /// 50 ms of `stop`, and `down` waits for that, so that an `up` right after
+    /// can listen on the same address.
+    pub fn start(self: Arc<Self>) -> io::Result<Option<thread::JoinHandle<()>>> {
+        let mut listening = None;
         if self.peers.iter().any(|p| p.node_id < self.node_id) {
             let socket = socket2::Socket::new(
                 socket2::Domain::for_address(self.address),
@@ -322,9 +326,11 @@ impl Transport {
             let listener: TcpListener = socket.into();
             listener.set_nonblocking(true)?;
             let me = self.clone();
-            thread::Builder::new()
-                .name(format!("listen-{}", self.resource))
-                .spawn(move || me.listen(listener))?;
+            listening = Some(
+                thread::Builder::new()
+                    .name(format!("listen-{}", self.resource))
+                    .spawn(move || me.listen(listener))?,
+            );
         }
         for peer in self.peers.iter().filter(|p| p.node_id > self.node_id) {
             let me = self.clone();
@@ -333,7 +339,7 @@ impl Transport {
                 .name(format!("dial-{}-{}", self.resource, peer.node_id))
                 .spawn(move || me.dial(peer))?;
         }
-        Ok(())
+        Ok(listening)
     }
 
     fn listen(&self, listener: TcpListener) {

@@ -209,6 +209,21 @@ fn after_a_disconnect_only_the_written_blocks_are_resynced() {
         "only the 100 written blocks: {log}"
     );
 
+    // nodo2 (the side that listens) goes down and straight back up: its
+    // address is free again at once, and it reconnects.
+    for _ in 0..3 {
+        lab.ok(
+            "nodo2",
+            "drbdadm down wwwdata && drbdadm up wwwdata && drbdadm wait-connect wwwdata",
+        );
+        lab.wait_status(
+            "nodo2",
+            "wwwdata",
+            "replication:Established peer-disk:UpToDate",
+            Duration::from_secs(60),
+        );
+    }
+
     // Both backing disks are identical outside the meta-data.
     let size: u64 = lab
         .ok("nodo1", "blockdev --getsize64 /dev/drbd1")
