@@ -47,6 +47,14 @@ pub enum Request {
     },
     /// Take the backing disk back (or `up`, if the resource is not up).
     Attach(ResourceSpec),
+    /// A full resync of this node from a connected UpToDate peer.
+    Invalidate {
+        resource: String,
+    },
+    /// A full resync of every peer from this node.
+    InvalidateRemote {
+        resource: String,
+    },
     /// Online verify with every peer; `alg` is the configured `verify-alg`.
     Verify {
         resource: String,

@@ -446,6 +446,10 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
         Request::Disconnect { resource } => {
             every_peer(&table, &resource, |peer| Admin::Disconnect { peer })
         }
+        Request::Invalidate { resource } => admin(&table, &resource, Admin::Invalidate),
+        Request::InvalidateRemote { resource } => {
+            every_peer(&table, &resource, |peer| Admin::InvalidateRemote { peer })
+        }
         Request::Status { resource } => {
             let mut all = Vec::new();
             let mut names: Vec<&String> = table.keys().collect();

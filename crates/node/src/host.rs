@@ -802,6 +802,9 @@ fn admin_message(resource: &str, e: AdminError) -> String {
             "(-2) Need access to UpToDate data (a Primary keeps its disk in tandem: demote it first)"
         }
         AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
+        AdminError::PrimarySyncTarget => {
+            "(-2) Need access to UpToDate data (a Primary cannot become sync target in tandem: demote it first)"
+        }
     };
     format!("{resource}: State change failed: {detail}")
 }
@@ -852,6 +855,10 @@ fn describe(note: &Note, name: impl Fn(u8) -> String) -> String {
         ),
         Note::VerifyAborted { peer } => format!(
             "Online verify with {} aborted: the connection was lost",
+            name(*peer)
+        ),
+        Note::SyncRequestRefused { peer } => format!(
+            "refused {}'s request to be resynced in full: this node's disk is not UpToDate, or it is not in sync with it",
             name(*peer)
         ),
         Note::ConcurrentWrite { peer, block } => {

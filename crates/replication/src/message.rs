@@ -148,6 +148,9 @@ pub enum Message {
     VerifyDone {
         found: u64,
     },
+    /// `drbdadm invalidate` on the sender: its disk is to be overwritten
+    /// with the receiver's, every block (the receiver answers with SyncStart).
+    SyncRequest,
 }
 
 /// The longest run one verify request covers: a bit per block of a `u64`.
@@ -174,6 +177,7 @@ enum Kind {
     OvReply = 16,
     OvResult = 17,
     VerifyDone = 18,
+    SyncRequest = 19,
 }
 
 impl Kind {
@@ -198,6 +202,7 @@ impl Kind {
             16 => OvReply,
             17 => OvResult,
             18 => VerifyDone,
+            19 => SyncRequest,
             _ => return None,
         })
     }
@@ -311,6 +316,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.u64(*mask);
         }
         Message::VerifyDone { found } => w.u64(*found),
+        Message::SyncRequest => {}
     }
     let len = (out.len() - start - HEADER_LEN) as u32;
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
@@ -583,6 +589,7 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
         Kind::VerifyDone => Message::VerifyDone {
             found: r.u64("found")?,
         },
+        Kind::SyncRequest => Message::SyncRequest,
     };
     if !r.bytes.is_empty() {
         return Err(r.bad("payload", format!("{} bytes left over", r.bytes.len())));
@@ -610,6 +617,7 @@ fn kind_of(message: &Message) -> Kind {
         Message::OvReply { .. } => Kind::OvReply,
         Message::OvResult { .. } => Kind::OvResult,
         Message::VerifyDone { .. } => Kind::VerifyDone,
+        Message::SyncRequest => Kind::SyncRequest,
     }
 }
 
@@ -633,6 +641,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::OvReply => "OvReply",
         Kind::OvResult => "OvResult",
         Kind::VerifyDone => "VerifyDone",
+        Kind::SyncRequest => "SyncRequest",
     }
 }
 
@@ -829,6 +838,7 @@ mod tests {
                 out_of_sync: u64::MAX,
             },
             Message::VerifyDone { found: 1 },
+            Message::SyncRequest,
         ]
     }
 
@@ -926,7 +936,7 @@ mod tests {
 
         #[test]
         fn mutated_heads_read_apart_never_panic(
-            index in 0usize..18,
+            index in 0usize..19,
             at in 0usize..64,
             byte in any::<u8>(),
             cut in 0usize..64,
@@ -942,7 +952,7 @@ mod tests {
         }
 
         #[test]
-        fn mutated_frames_never_panic(index in 0usize..18, at in 0usize..10_000, byte in any::<u8>()) {
+        fn mutated_frames_never_panic(index in 0usize..19, at in 0usize..10_000, byte in any::<u8>()) {
             let mut bytes = Vec::new();
             encode(&samples()[index], &mut bytes);
             let at = at % bytes.len();

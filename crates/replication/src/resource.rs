@@ -149,6 +149,14 @@ pub enum Admin {
     Attach {
         meta: Box<Meta>,
     },
+    /// `drbdadm invalidate`: overwrite this node's disk with a connected
+    /// UpToDate peer's, every block (a full resync, this node its target).
+    Invalidate,
+    /// `drbdadm invalidate-remote`: overwrite the peer's disk with this
+    /// node's, every block (a full resync, this node its source).
+    InvalidateRemote {
+        peer: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +274,8 @@ pub enum AdminError {
     PrimaryDetach,
     #[error("the device is attached to a disk (use detach first)")]
     Attached,
+    #[error("a Primary cannot become sync target (demote it first)")]
+    PrimarySyncTarget,
 }
 
 /// Things worth telling the administrator about.
@@ -293,6 +303,11 @@ pub enum Note {
     ProtocolError {
         peer: NodeId,
         reason: String,
+    },
+    /// The peer asked to be resynced in full (its `invalidate`), and this
+    /// node could not be its source.
+    SyncRequestRefused {
+        peer: NodeId,
     },
     ConcurrentWrite {
         peer: NodeId,
@@ -770,6 +785,11 @@ impl Resource {
                 }
             },
             Admin::Detach => return self.detach(id),
+            Admin::Invalidate => self.invalidate(),
+            Admin::InvalidateRemote { peer } => match self.peer_index(peer) {
+                None => Err(AdminError::UnknownPeer),
+                Some(p) => self.invalidate_remote(p),
+            },
             Admin::Attach { meta } => self.attach(*meta),
             Admin::Verify { peer, alg } => match self.peer_index(peer) {
                 None => Err(AdminError::UnknownPeer),
@@ -859,20 +879,9 @@ impl Resource {
             }
             self.current = self.new_uuid();
             for p in 0..self.peers.len() {
-                let peer = &mut self.peers[p];
+                let peer = &self.peers[p];
                 if peer.handshake_done() && peer.disk != Some(DiskState::UpToDate) {
-                    peer.bitmap.set_all();
-                    peer.repl = ReplState::SyncSource;
-                    let (id, blocks) = (peer.id, peer.bitmap.count());
-                    self.out.push(Action::Send {
-                        peer: id,
-                        message: Message::SyncStart { full: true },
-                    });
-                    self.out.push(Action::Note(Note::SyncStarted {
-                        peer: id,
-                        source: true,
-                        blocks,
-                    }));
+                    self.start_full_sync_as_source(p);
                 }
             }
         } else {
@@ -1750,6 +1759,19 @@ impl Resource {
                 }
                 self.drain_blocked();
             }
+            Message::SyncRequest => {
+                let peer = &self.peers[p];
+                if self.disk == DiskState::UpToDate
+                    && peer.repl == ReplState::Established
+                    && peer.role != Some(Role::Primary)
+                {
+                    self.start_full_sync_as_source(p);
+                } else {
+                    let peer = peer.id;
+                    self.out
+                        .push(Action::Note(Note::SyncRequestRefused { peer }));
+                }
+            }
             Message::SyncStart { .. } if self.disk == DiskState::Diskless => {}
             Message::SyncStart { full } => {
                 if self.role == Role::Primary {
@@ -2079,6 +2101,55 @@ impl Resource {
             }
         }
         self.drain_blocked();
+    }
+
+    /// Every block of the peer's disk is to be overwritten with ours: tells
+    /// it (SyncStart) and starts the resync.
+    fn start_full_sync_as_source(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        peer.bitmap.set_all();
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::SyncStart { full: true },
+        });
+        self.start_source(p);
+    }
+
+    /// `invalidate`: asks the first peer that can be the source of a full
+    /// resync of this node (connected, in sync, UpToDate) to start one.
+    fn invalidate(&mut self) -> Result<(), AdminError> {
+        if self.role == Role::Primary {
+            return Err(AdminError::PrimarySyncTarget);
+        }
+        if self.disk == DiskState::Diskless {
+            return Err(AdminError::NoUpToDateData);
+        }
+        let source = self.peers.iter().find(|peer| {
+            peer.repl == ReplState::Established && peer.disk == Some(DiskState::UpToDate)
+        });
+        let Some(peer) = source else {
+            return Err(AdminError::NeedConnection);
+        };
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::SyncRequest,
+        });
+        Ok(())
+    }
+
+    /// `invalidate-remote`: a full resync of peer `p` from this node.
+    fn invalidate_remote(&mut self, p: usize) -> Result<(), AdminError> {
+        let peer = &self.peers[p];
+        if peer.repl != ReplState::Established || self.disk != DiskState::UpToDate {
+            return Err(AdminError::NeedConnection);
+        }
+        if peer.role == Some(Role::Primary) {
+            return Err(AdminError::PrimarySyncTarget);
+        }
+        self.start_full_sync_as_source(p);
+        Ok(())
     }
 
     /// Starts resyncing the peer's out-of-sync blocks to it (bitmap already set).

@@ -1233,6 +1233,54 @@ fn verify_finds_exactly_the_corrupted_blocks_and_reconnect_repairs_them() {
     assert!(found_any > 0);
 }
 
+/// `invalidate` on the Secondary (or `invalidate-remote` on the Primary)
+/// overwrites every block of the Secondary with the Primary's, under
+/// application writes; the Primary refuses to be invalidated.
+#[test]
+fn invalidate_resyncs_every_block_of_the_secondary_from_the_primary() {
+    for seed in seeds(6_000_000, 4) {
+        let (mut sim, _) = corrupted_pair(seed, false);
+        let rid = sim.admin(0, Admin::Invalidate);
+        if sim.wait_admin(0, rid) {
+            sim.fail("the Primary accepted invalidate");
+        }
+        let rid = sim.admin(1, Admin::InvalidateRemote { peer: 0 });
+        if sim.wait_admin(1, rid) {
+            sim.fail("invalidate-remote of the Primary was accepted");
+        }
+        let (id, command) = if sim.rng.chance(2) {
+            (1, Admin::Invalidate)
+        } else {
+            (0, Admin::InvalidateRemote { peer: 1 })
+        };
+        let full_syncs = |sim: &Sim| {
+            sim.notes
+                .iter()
+                .filter(|n| {
+                    matches!(n, Note::SyncStarted { peer: 1, source: true, blocks } if *blocks == BLOCKS)
+                })
+                .count()
+        };
+        let before = full_syncs(&sim);
+        let rid = sim.admin(id, command);
+        if !sim.wait_admin(id, rid) {
+            sim.fail("invalidate refused while in sync");
+        }
+        // Application writes on the Primary while the resync runs.
+        for _ in 0..2_000 {
+            sim.step(true);
+        }
+        sim.settle();
+        if full_syncs(&sim) != before + 1 {
+            sim.fail("no full resync of node 1 started");
+        }
+        let divergent = sim.divergent();
+        if !divergent.is_empty() {
+            sim.fail(&format!("replicas differ after invalidate: {divergent:?}"));
+        }
+    }
+}
+
 #[test]
 fn verify_under_message_loss_and_partitions_stops_cleanly_and_a_later_one_repairs() {
     let mut aborted = 0;

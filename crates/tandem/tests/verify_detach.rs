@@ -1,5 +1,6 @@
-//! `drbdadm verify` and `drbdadm detach`/`attach` end to end in the lab: real
-//! daemons, real TCP, the backing disks compared byte for byte at the end.
+//! `drbdadm verify`, `invalidate`/`invalidate-remote` and `detach`/`attach`
+//! end to end in the lab: real daemons, real TCP, the backing disks compared
+//! byte for byte at the end.
 //!
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
 //! lab (daemons, mounts, loop devices) down even when an assertion fails.
@@ -55,6 +56,23 @@ fn checksum(image: &std::path::Path, len: u64) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Overwrites `blocks` of the Secondary's (nodo2's) backing disk while it is
+/// down, through its own device node (no stale page cache anywhere), and
+/// brings it back in sync (by the bitmap, which knows nothing of them).
+fn corrupt_secondary(lab: &TestLab, blocks: &[u64]) {
+    lab.ok("nodo2", "drbdadm down r0");
+    for block in blocks {
+        lab.ok(
+            "nodo2",
+            &format!(
+                "dd if=/dev/urandom of=/dev/sdc bs=4096 count=1 seek={block} oflag=direct conv=notrunc status=none"
+            ),
+        );
+    }
+    lab.ok("nodo2", "drbdadm up r0");
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(30));
+}
+
 /// The lines of a resync's start in a log: "... (N KiB out of sync)".
 fn resync_starts(log: &str) -> Vec<String> {
     log.lines()
@@ -68,20 +86,7 @@ fn verify_finds_the_corrupted_blocks_and_a_reconnect_repairs_them() {
     let lab = TestLab::up("vd-verify", 2);
     lab.bring_up_r0();
 
-    // Corrupt 5 blocks of the Secondary's backing disk while it is down, through
-    // its own device node (no stale page cache anywhere).
-    lab.ok("nodo2", "drbdadm down r0");
-    let corrupted = [3u64, 1000, 4097, 100_000, 200_003];
-    for block in corrupted {
-        lab.ok(
-            "nodo2",
-            &format!(
-                "dd if=/dev/urandom of=/dev/sdc bs=4096 count=1 seek={block} oflag=direct conv=notrunc status=none"
-            ),
-        );
-    }
-    lab.ok("nodo2", "drbdadm up r0");
-    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(30));
+    corrupt_secondary(&lab, &[3, 1000, 4097, 100_000, 200_003]);
 
     // (The Secondary's return started an empty bitmap resync: the Primary had
     // moved to a new generation without it.)
@@ -131,6 +136,51 @@ fn verify_finds_the_corrupted_blocks_and_a_reconnect_repairs_them() {
     assert_eq!(starts.len(), before + 1, "{starts:?}");
     assert!(
         starts[before].contains("started as SyncSource (20 KiB out of sync)"),
+        "{starts:?}"
+    );
+    assert_disks_identical(&lab);
+}
+
+#[test]
+fn invalidate_resyncs_the_secondary_in_full_and_the_primary_refuses_it() {
+    let lab = TestLab::up("vd-invalidate", 2);
+    lab.bring_up_r0();
+    let size: u64 = lab
+        .ok("nodo1", "blockdev --getsize64 /dev/drbd1")
+        .trim()
+        .parse()
+        .unwrap();
+    let full = format!("started as SyncSource ({} KiB out of sync)", size / 1024);
+
+    // Only a full resync (or a verify) finds these.
+    corrupt_secondary(&lab, &[5, 77_777, 200_001]);
+
+    // A Primary is not overwritten.
+    let refused = lab.sh("nodo1", "drbdadm invalidate r0 2>&1");
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(said.contains("cannot become sync target"), "{said}");
+    assert_eq!(lab.ok("nodo1", "drbdadm dstate r0"), "UpToDate/UpToDate\n");
+
+    let before = resync_starts(&lab.log("nodo1")).len();
+    lab.ok("nodo2", "drbdadm invalidate r0");
+    wait_for_log(&lab, "nodo1", &full, Duration::from_secs(30));
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(120));
+    lab.ok("nodo2", "drbdadm wait-sync r0");
+    // From the Primary, the same the other way round.
+    lab.ok("nodo1", "drbdadm invalidate-remote r0");
+    let starts = || resync_starts(&lab.log("nodo1"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while starts().len() < before + 2 {
+        assert!(Instant::now() < deadline, "{:?}", starts());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(120));
+    lab.ok("nodo2", "drbdadm wait-sync r0");
+    let starts = starts();
+    assert_eq!(starts.len(), before + 2, "{starts:?}");
+    assert!(
+        starts[before..].iter().all(|s| s.contains(&full)),
         "{starts:?}"
     );
     assert_disks_identical(&lab);

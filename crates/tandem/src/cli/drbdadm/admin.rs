@@ -1,6 +1,7 @@
 //! The drbdadm verbs that talk to the node daemon: `up`, `down`, `primary`,
-//! `secondary`, `connect`, `disconnect`, `verify`, `detach`, `attach`, `status`,
-//! `role`, `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`.
+//! `secondary`, `connect`, `disconnect`, `verify`, `invalidate`,
+//! `invalidate-remote`, `detach`, `attach`, `status`, `role`, `cstate`,
+//! `dstate`, `wait-connect`, `wait-sync`, `adjust`.
 //!
 //! The configuration is read here; the daemon gets a resolved [`ResourceSpec`].
 //! `up` starts the daemon when none answers (fully detached, logging to
@@ -215,29 +216,15 @@ fn run_inner(
                 }
             }
         }
-        "primary" => {
-            for r in &targets {
-                expect_ok(call(&Request::Primary {
-                    resource: r.name.clone(),
-                    force: options.force,
-                })?)?;
-            }
-        }
-        "secondary" => {
-            for r in &targets {
-                expect_ok(call(&Request::Secondary {
-                    resource: r.name.clone(),
-                })?)?;
-            }
-        }
-        "connect" => {
-            for r in &targets {
-                expect_ok(call(&Request::Connect {
-                    resource: r.name.clone(),
-                    discard_my_data: options.discard_my_data,
-                })?)?;
-            }
-        }
+        "primary" => each(&targets, |resource| Request::Primary {
+            resource,
+            force: options.force,
+        })?,
+        "secondary" => each(&targets, |resource| Request::Secondary { resource })?,
+        "connect" => each(&targets, |resource| Request::Connect {
+            resource,
+            discard_my_data: options.discard_my_data,
+        })?,
         "verify" => {
             for r in &targets {
                 // syncer { verify-alg } is moved to net by the configuration model.
@@ -258,13 +245,9 @@ fn run_inner(
                 })?)?;
             }
         }
-        "disconnect" => {
-            for r in &targets {
-                expect_ok(call(&Request::Disconnect {
-                    resource: r.name.clone(),
-                })?)?;
-            }
-        }
+        "disconnect" => each(&targets, |resource| Request::Disconnect { resource })?,
+        "invalidate" => each(&targets, |resource| Request::Invalidate { resource })?,
+        "invalidate-remote" => each(&targets, |resource| Request::InvalidateRemote { resource })?,
         "status" => {
             for r in &targets {
                 for s in statuses(Some(&r.name))? {
@@ -325,6 +308,15 @@ fn run_inner(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sends the daemon the request `make` builds for each target resource, in
+/// turn; the first refusal ends the command.
+fn each(targets: &[&Resource], make: impl Fn(String) -> Request) -> Result<(), Failure> {
+    for r in targets {
+        expect_ok(call(&make(r.name.clone()))?)?;
+    }
+    Ok(())
 }
 
 /// Polls the status until `done`; on a terminal, shows resync progress.

@@ -4,9 +4,8 @@
 //! `show-gi`, `get-gi`, `wipe-md`, `apply-al` ([`meta`], which does in-process
 //! what drbdadm has `drbdmeta` do); and the verbs served by the node daemon
 //! (`up`, `down`, `primary`, `secondary`, `connect`, `disconnect`, `verify`,
-//! `detach`, `attach`, `status`, `role`, `cstate`, `dstate`, `wait-connect`,
-//! `wait-sync`, `adjust`:
-//! [`admin`]). The configuration file is found as drbd-utils
+//! `invalidate`, `invalidate-remote`, `detach`, `attach`, `status`, `role`,
+//! `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`: [`admin`]). The configuration file is found as drbd-utils
 //! finds it (`-c FILE`, else the first of `/etc/drbd-90.conf` and `/etc/drbd.conf`
 //! that exists); "this host" is `__DRBD_NODE__` or `uname -n`.
 
@@ -60,8 +59,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             meta::run(verb, &config_file(&args), &args.resources, &options)
         }
         verb @ ("up" | "down" | "adjust" | "attach" | "primary" | "secondary" | "connect"
-        | "disconnect" | "verify" | "detach" | "status" | "role" | "cstate" | "dstate"
-        | "wait-connect" | "wait-sync") => {
+        | "disconnect" | "verify" | "invalidate" | "invalidate-remote" | "detach"
+        | "status" | "role" | "cstate" | "dstate" | "wait-connect" | "wait-sync") => {
             let options = admin::Options {
                 force: args.force,
                 discard_my_data: args.discard_my_data,
@@ -72,7 +71,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             eprintln!(
                 "drbdadm: '{other}' is not a command tandem implements yet (implemented: dump, \
                  create-md, dump-md, show-gi, get-gi, wipe-md, apply-al, up, down, adjust, attach, \
-                 primary, secondary, connect, disconnect, verify, detach, status, role, cstate, dstate, \
+                 primary, secondary, connect, disconnect, verify, invalidate, invalidate-remote, detach, \
+                 status, role, cstate, dstate, \
                  wait-connect, wait-sync)"
             );
             ExitCode::from(EXIT_UNKNOWN_COMMAND)
