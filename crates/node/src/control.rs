@@ -55,6 +55,12 @@ pub enum Request {
     InvalidateRemote {
         resource: String,
     },
+    /// A new current UUID; with `clear_bitmap`, the initial sync of fresh
+    /// disks skipped.
+    NewCurrentUuid {
+        resource: String,
+        clear_bitmap: bool,
+    },
     /// Online verify with every peer; `alg` is the configured `verify-alg`.
     Verify {
         resource: String,

@@ -447,6 +447,10 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
             every_peer(&table, &resource, |peer| Admin::Disconnect { peer })
         }
         Request::Invalidate { resource } => admin(&table, &resource, Admin::Invalidate),
+        Request::NewCurrentUuid {
+            resource,
+            clear_bitmap,
+        } => admin(&table, &resource, Admin::NewCurrentUuid { clear_bitmap }),
         Request::InvalidateRemote { resource } => {
             every_peer(&table, &resource, |peer| Admin::InvalidateRemote { peer })
         }

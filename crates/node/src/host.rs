@@ -802,6 +802,9 @@ fn admin_message(resource: &str, e: AdminError) -> String {
             "(-2) Need access to UpToDate data (a Primary keeps its disk in tandem: demote it first)"
         }
         AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
+        AdminError::NotJustCreated => {
+            "the disk is not a just-created one (--clear-bitmap is for fresh meta-data, Inconsistent on every node)"
+        }
         AdminError::PrimarySyncTarget => {
             "(-2) Need access to UpToDate data (a Primary cannot become sync target in tandem: demote it first)"
         }
@@ -857,8 +860,8 @@ fn describe(note: &Note, name: impl Fn(u8) -> String) -> String {
             "Online verify with {} aborted: the connection was lost",
             name(*peer)
         ),
-        Note::SyncRequestRefused { peer } => format!(
-            "refused {}'s request to be resynced in full: this node's disk is not UpToDate, or it is not in sync with it",
+        Note::RequestRefused { peer, what } => format!(
+            "refused {}'s request for a {what}: this node's state does not allow it",
             name(*peer)
         ),
         Note::ConcurrentWrite { peer, block } => {

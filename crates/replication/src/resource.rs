@@ -157,6 +157,13 @@ pub enum Admin {
     InvalidateRemote {
         peer: NodeId,
     },
+    /// `drbdadm new-current-uuid`: a new generation of this node's UpToDate
+    /// data. With `clear_bitmap`, instead, on just-created disks connected to
+    /// every peer's just-created disk: all become UpToDate, nothing to sync
+    /// (the way to skip the initial full sync of empty disks).
+    NewCurrentUuid {
+        clear_bitmap: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,6 +283,8 @@ pub enum AdminError {
     Attached,
     #[error("a Primary cannot become sync target (demote it first)")]
     PrimarySyncTarget,
+    #[error("the disk is not a just-created one (Inconsistent, never synced)")]
+    NotJustCreated,
 }
 
 /// Things worth telling the administrator about.
@@ -304,10 +313,11 @@ pub enum Note {
         peer: NodeId,
         reason: String,
     },
-    /// The peer asked to be resynced in full (its `invalidate`), and this
-    /// node could not be its source.
-    SyncRequestRefused {
+    /// The peer asked for something this node's state does not allow:
+    /// `what` it asked.
+    RequestRefused {
         peer: NodeId,
+        what: &'static str,
     },
     ConcurrentWrite {
         peer: NodeId,
@@ -786,6 +796,7 @@ impl Resource {
             },
             Admin::Detach => return self.detach(id),
             Admin::Invalidate => self.invalidate(),
+            Admin::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
             Admin::InvalidateRemote { peer } => match self.peer_index(peer) {
                 None => Err(AdminError::UnknownPeer),
                 Some(p) => self.invalidate_remote(p),
@@ -889,7 +900,7 @@ impl Resource {
         }
         // Writing without some peer starts a new generation for that peer.
         if self.peers.iter().any(|p| !p.receives_writes()) {
-            self.new_generation();
+            self.new_generation(false);
         }
         self.role = Role::Primary;
         self.persist();
@@ -913,8 +924,9 @@ impl Resource {
 
     /// A Primary goes on without some peer: the current UUID becomes that peer's
     /// bitmap UUID (once per divergence) and a new current UUID is made; peers that
-    /// are in sync take the new UUID too.
-    fn new_generation(&mut self) {
+    /// are in sync take the new UUID too. `always` (`new-current-uuid`) makes
+    /// one even when no peer needs it, the old one kept in the history.
+    fn new_generation(&mut self, always: bool) {
         if self.current == JUST_CREATED || self.disk != DiskState::UpToDate {
             return;
         }
@@ -922,10 +934,13 @@ impl Resource {
             .peers
             .iter()
             .any(|p| !p.receives_writes() && p.bitmap_uuid == 0);
-        if !needs {
+        if !needs && !always {
             return;
         }
         let old = self.current;
+        if always {
+            push_history(&mut self.history, old);
+        }
         for peer in &mut self.peers {
             if !peer.receives_writes() && peer.bitmap_uuid == 0 {
                 peer.bitmap_uuid = old;
@@ -1591,7 +1606,7 @@ impl Resource {
             }
         }
         if was_in_sync_primary {
-            self.new_generation();
+            self.new_generation(false);
         }
         self.persist();
         if wanted {
@@ -1767,9 +1782,31 @@ impl Resource {
                 {
                     self.start_full_sync_as_source(p);
                 } else {
-                    let peer = peer.id;
-                    self.out
-                        .push(Action::Note(Note::SyncRequestRefused { peer }));
+                    let note = Note::RequestRefused {
+                        peer: peer.id,
+                        what: "full resync of it (its invalidate)",
+                    };
+                    self.out.push(Action::Note(note));
+                }
+            }
+            Message::SkipSync { current } => {
+                let peer = &self.peers[p];
+                if self.disk == DiskState::Inconsistent
+                    && self.current == JUST_CREATED
+                    && peer.repl == ReplState::Established
+                    && current != JUST_CREATED
+                {
+                    self.peers[p].bitmap.clear_all();
+                    self.current = current;
+                    self.disk = DiskState::UpToDate;
+                    self.persist();
+                    self.broadcast_state();
+                } else {
+                    let note = Note::RequestRefused {
+                        peer: peer.id,
+                        what: "skip of the initial sync (its new-current-uuid --clear-bitmap)",
+                    };
+                    self.out.push(Action::Note(note));
                 }
             }
             Message::SyncStart { .. } if self.disk == DiskState::Diskless => {}
@@ -2016,7 +2053,7 @@ impl Resource {
             peer.discard_my_data = false;
             peer.repl = ReplState::Established;
             if self.role == Role::Primary {
-                self.new_generation();
+                self.new_generation(false);
                 self.persist();
             }
             return self.drain_blocked();
@@ -2136,6 +2173,41 @@ impl Resource {
             peer: id,
             message: Message::SyncRequest,
         });
+        Ok(())
+    }
+
+    /// `new-current-uuid`: see [`Admin::NewCurrentUuid`].
+    fn new_current_uuid(&mut self, clear_bitmap: bool) -> Result<(), AdminError> {
+        if !clear_bitmap {
+            if self.disk != DiskState::UpToDate {
+                return Err(AdminError::NoUpToDateData);
+            }
+            self.new_generation(true);
+            self.persist();
+            return Ok(());
+        }
+        let just_created = |peer: &Peer| {
+            peer.repl == ReplState::Established && peer.disk == Some(DiskState::Inconsistent)
+        };
+        if self.disk != DiskState::Inconsistent || self.current != JUST_CREATED {
+            return Err(AdminError::NotJustCreated);
+        }
+        if !self.peers.iter().all(just_created) {
+            return Err(AdminError::NeedConnection);
+        }
+        self.current = self.new_uuid();
+        self.disk = DiskState::UpToDate;
+        let current = self.current;
+        for p in 0..self.peers.len() {
+            self.peers[p].bitmap.clear_all();
+            let id = self.peers[p].id;
+            self.out.push(Action::Send {
+                peer: id,
+                message: Message::SkipSync { current },
+            });
+        }
+        self.persist();
+        self.broadcast_state();
         Ok(())
     }
 
@@ -2645,7 +2717,7 @@ impl Resource {
             peer.bitmap.set_range(block, count);
         }
         if self.role == Role::Primary {
-            self.new_generation();
+            self.new_generation(false);
         }
         self.persist();
     }

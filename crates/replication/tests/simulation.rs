@@ -1281,6 +1281,78 @@ fn invalidate_resyncs_every_block_of_the_secondary_from_the_primary() {
     }
 }
 
+/// `new-current-uuid --clear-bitmap` on fresh disks: both UpToDate at once,
+/// nothing synced, and the pair then replicates as usual; a second one is
+/// refused, and a plain `new-current-uuid` moves both to a new generation.
+#[test]
+fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
+    for seed in seeds(7_000_000, 4) {
+        let mut sim = Sim::new(seed, Mode::Verify);
+        for _ in 0..10_000 {
+            if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established)
+                && sim.nodes[1].engine.as_ref().unwrap().repl_state(0)
+                    == Some(ReplState::Established)
+            {
+                break;
+            }
+            sim.step(false);
+        }
+        let id = sim.rng.below(2) as u8;
+        let rid = sim.admin(id, Admin::NewCurrentUuid { clear_bitmap: true });
+        if !sim.wait_admin(id, rid) {
+            sim.fail("new-current-uuid --clear-bitmap refused on fresh disks");
+        }
+        sim.settle();
+        if sim
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::SyncStarted { .. }))
+        {
+            sim.fail("a sync started");
+        }
+        let uuids = |sim: &Sim| {
+            (0..2)
+                .map(|i| sim.nodes[i].engine.as_ref().unwrap().current_uuid())
+                .collect::<Vec<_>>()
+        };
+        let first = uuids(&sim);
+        if first[0] != first[1] {
+            sim.fail(&format!("current UUIDs differ: {first:x?}"));
+        }
+        let rid = sim.admin(1 - id, Admin::NewCurrentUuid { clear_bitmap: true });
+        if sim.wait_admin(1 - id, rid) {
+            sim.fail("a second --clear-bitmap was accepted");
+        }
+        let rid = sim.admin(0, Admin::Primary { force: false });
+        if !sim.wait_admin(0, rid) {
+            sim.fail("primary refused after the skipped sync");
+        }
+        for _ in 0..2_000 {
+            sim.step(true);
+        }
+        sim.settle();
+        let rid = sim.admin(
+            0,
+            Admin::NewCurrentUuid {
+                clear_bitmap: false,
+            },
+        );
+        if !sim.wait_admin(0, rid) {
+            sim.fail("new-current-uuid refused on the Primary");
+        }
+        sim.settle();
+        let second = uuids(&sim);
+        if second[0] != second[1] || second[0] == first[0] {
+            sim.fail(&format!(
+                "after new-current-uuid: {second:x?}, before {first:x?}"
+            ));
+        }
+        if !sim.divergent().is_empty() {
+            sim.fail("replicas differ");
+        }
+    }
+}
+
 #[test]
 fn verify_under_message_loss_and_partitions_stops_cleanly_and_a_later_one_repairs() {
     let mut aborted = 0;

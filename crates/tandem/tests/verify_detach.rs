@@ -1,6 +1,6 @@
-//! `drbdadm verify`, `invalidate`/`invalidate-remote` and `detach`/`attach`
-//! end to end in the lab: real daemons, real TCP, the backing disks compared
-//! byte for byte at the end.
+//! `drbdadm verify`, `invalidate`/`invalidate-remote`, `new-current-uuid
+//! --clear-bitmap` and `detach`/`attach` end to end in the lab: real daemons,
+//! real TCP, the backing disks compared byte for byte at the end.
 //!
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
 //! lab (daemons, mounts, loop devices) down even when an assertion fails.
@@ -182,6 +182,44 @@ fn invalidate_resyncs_the_secondary_in_full_and_the_primary_refuses_it() {
     assert!(
         starts[before..].iter().all(|s| s.contains(&full)),
         "{starts:?}"
+    );
+    assert_disks_identical(&lab);
+}
+
+#[test]
+fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
+    let lab = TestLab::up("vd-skip-sync", 2);
+    let res = lab.dir.join("r0.res");
+    std::fs::write(&res, common::R0).unwrap();
+    for node in ["nodo1", "nodo2"] {
+        lab.ok(node, &format!("cp {} /etc/drbd.d/r0.res", res.display()));
+        lab.ok(node, "drbdadm create-md r0 >/dev/null 2>&1");
+        lab.ok(node, "drbdadm up r0");
+    }
+    lab.ok("nodo1", "drbdadm wait-connect r0");
+    assert_eq!(
+        lab.ok("nodo1", "drbdadm dstate r0"),
+        "Inconsistent/Inconsistent\n"
+    );
+    // The older form, options before the command.
+    lab.ok("nodo1", "drbdadm -- --clear-bitmap new-current-uuid r0");
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(30));
+    lab.wait_status("nodo2", "r0", IN_SYNC, Duration::from_secs(30));
+    for node in ["nodo1", "nodo2"] {
+        let log = lab.log(node);
+        assert!(!log.contains("resync with"), "{node}:\n{log}");
+    }
+    let again = lab.sh("nodo2", "drbdadm new-current-uuid --clear-bitmap r0 2>&1");
+    assert!(!again.status.success());
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(said.contains("not a just-created one"), "{said}");
+
+    // Primary without --force; writes replicate; the disks, never synced,
+    // are identical.
+    lab.ok("nodo1", "drbdadm primary r0");
+    lab.ok(
+        "nodo1",
+        "dd if=/dev/urandom of=/dev/drbd1 bs=4096 count=64 seek=1000 oflag=direct status=none",
     );
     assert_disks_identical(&lab);
 }

@@ -1,7 +1,7 @@
 //! The drbdadm verbs that talk to the node daemon: `up`, `down`, `primary`,
 //! `secondary`, `connect`, `disconnect`, `verify`, `invalidate`,
-//! `invalidate-remote`, `detach`, `attach`, `status`, `role`, `cstate`,
-//! `dstate`, `wait-connect`, `wait-sync`, `adjust`.
+//! `invalidate-remote`, `new-current-uuid`, `detach`, `attach`, `status`,
+//! `role`, `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`.
 //!
 //! The configuration is read here; the daemon gets a resolved [`ResourceSpec`].
 //! `up` starts the daemon when none answers (fully detached, logging to
@@ -24,6 +24,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Options {
     pub force: bool,
     pub discard_my_data: bool,
+    pub clear_bitmap: bool,
 }
 
 pub fn run(verb: &str, config_path: &Path, names: &[String], options: &Options) -> ExitCode {
@@ -247,6 +248,10 @@ fn run_inner(
         }
         "disconnect" => each(&targets, |resource| Request::Disconnect { resource })?,
         "invalidate" => each(&targets, |resource| Request::Invalidate { resource })?,
+        "new-current-uuid" => each(&targets, |resource| Request::NewCurrentUuid {
+            resource,
+            clear_bitmap: options.clear_bitmap,
+        })?,
         "invalidate-remote" => each(&targets, |resource| Request::InvalidateRemote { resource })?,
         "status" => {
             for r in &targets {

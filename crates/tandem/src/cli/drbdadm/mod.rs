@@ -4,8 +4,9 @@
 //! `show-gi`, `get-gi`, `wipe-md`, `apply-al` ([`meta`], which does in-process
 //! what drbdadm has `drbdmeta` do); and the verbs served by the node daemon
 //! (`up`, `down`, `primary`, `secondary`, `connect`, `disconnect`, `verify`,
-//! `invalidate`, `invalidate-remote`, `detach`, `attach`, `status`, `role`,
-//! `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`: [`admin`]). The configuration file is found as drbd-utils
+//! `invalidate`, `invalidate-remote`, `new-current-uuid`, `detach`, `attach`,
+//! `status`, `role`, `cstate`, `dstate`, `wait-connect`, `wait-sync`,
+//! `adjust`: [`admin`]). The configuration file is found as drbd-utils
 //! finds it (`-c FILE`, else the first of `/etc/drbd-90.conf` and `/etc/drbd.conf`
 //! that exists); "this host" is `__DRBD_NODE__` or `uname -n`.
 
@@ -35,6 +36,10 @@ struct Args {
     /// connect: give up this node's data and take the peer's (split-brain recovery).
     #[arg(long = "discard-my-data")]
     discard_my_data: bool,
+    /// new-current-uuid: on fresh meta-data connected to every peer's, skip the
+    /// initial sync (every disk becomes UpToDate).
+    #[arg(long = "clear-bitmap")]
+    clear_bitmap: bool,
     /// create-md: number of peers to reserve bitmaps for (default: the peers with
     /// a disk in the configuration).
     #[arg(long = "max-peers")]
@@ -47,7 +52,24 @@ struct Args {
 
 const DEFAULT_CONFIG_FILES: [&str; 2] = ["/etc/drbd-90.conf", "/etc/drbd.conf"];
 
+/// drbdadm's older form `drbdadm -- --clear-bitmap new-current-uuid r0`
+/// (options for the backend after `--`, before the command) as the newer
+/// `drbdadm --clear-bitmap new-current-uuid r0`.
+fn backend_options_first(mut args: Vec<OsString>) -> Vec<OsString> {
+    if let Some(at) = args.iter().position(|a| a == "--") {
+        let options = args[at + 1..]
+            .iter()
+            .take_while(|a| a.to_string_lossy().starts_with("--"))
+            .count();
+        if options > 0 {
+            args.remove(at);
+        }
+    }
+    args
+}
+
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = backend_options_first(args);
     let args = Args::parse_from(std::iter::once(OsString::from("drbdadm")).chain(args));
     match args.command.as_str() {
         "dump" => dump(&args),
@@ -59,11 +81,13 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             meta::run(verb, &config_file(&args), &args.resources, &options)
         }
         verb @ ("up" | "down" | "adjust" | "attach" | "primary" | "secondary" | "connect"
-        | "disconnect" | "verify" | "invalidate" | "invalidate-remote" | "detach"
-        | "status" | "role" | "cstate" | "dstate" | "wait-connect" | "wait-sync") => {
+        | "disconnect" | "verify" | "invalidate" | "invalidate-remote"
+        | "new-current-uuid" | "detach" | "status" | "role" | "cstate" | "dstate"
+        | "wait-connect" | "wait-sync") => {
             let options = admin::Options {
                 force: args.force,
                 discard_my_data: args.discard_my_data,
+                clear_bitmap: args.clear_bitmap,
             };
             admin::run(verb, &config_file(&args), &args.resources, &options)
         }
@@ -71,7 +95,8 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             eprintln!(
                 "drbdadm: '{other}' is not a command tandem implements yet (implemented: dump, \
                  create-md, dump-md, show-gi, get-gi, wipe-md, apply-al, up, down, adjust, attach, \
-                 primary, secondary, connect, disconnect, verify, invalidate, invalidate-remote, detach, \
+                 primary, secondary, connect, disconnect, verify, invalidate, invalidate-remote, \
+                 new-current-uuid, detach, \
                  status, role, cstate, dstate, \
                  wait-connect, wait-sync)"
             );
@@ -119,5 +144,33 @@ fn dump(args: &Args) -> ExitCode {
             eprintln!("{error}");
             ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Args {
+        let args = line.split(' ').map(OsString::from).collect();
+        Args::parse_from(
+            std::iter::once(OsString::from("drbdadm")).chain(backend_options_first(args)),
+        )
+    }
+
+    #[test]
+    fn backend_options_before_the_command_are_options() {
+        for line in [
+            "-- --clear-bitmap new-current-uuid r0",
+            "--clear-bitmap new-current-uuid r0",
+            "new-current-uuid --clear-bitmap r0",
+        ] {
+            let args = parse(line);
+            assert!(args.clear_bitmap, "{line}");
+            assert_eq!(args.command, "new-current-uuid", "{line}");
+            assert_eq!(args.resources, ["r0"], "{line}");
+        }
+        let args = parse("new-current-uuid r0");
+        assert!(!args.clear_bitmap);
     }
 }
