@@ -232,7 +232,7 @@ impl ResourceHost {
             blocks: opened.blocks,
             al_extent_blocks: AL_EXTENT_BLOCKS,
             al_extents: opened.al_extents,
-            resync_window: 256,
+            resync_window: 64,
             epoch_writes: 256,
         };
         let seed = random_seed();

@@ -41,8 +41,11 @@ use crate::message::{Hello, Message, Protocol, VERIFY_RUN_BLOCKS};
 use crate::uuids::{self, push_history, HandshakeUuids, SyncDecision, HISTORY_LEN, JUST_CREATED};
 use crate::{ConnState, DiskState, NodeId, ReplState, Role, BLOCK_SIZE};
 
-/// The longest run of blocks one resync read (and message) carries: 256 KiB.
-const RESYNC_RUN_BLOCKS: u64 = 64;
+/// The longest run of blocks one resync read (and message) carries: 1 MiB.
+/// (Against 256 KiB runs, a window of 64 of these took a 1 GiB full sync
+/// from 0.48 to 0.41 s with the lab's disks on the host disk, and from 0.52
+/// to 0.42 s with them in RAM, means of six.)
+const RESYNC_RUN_BLOCKS: u64 = 256;
 
 /// What a resource is, from the configuration.
 #[derive(Debug, Clone)]
@@ -57,7 +60,7 @@ pub struct Config {
     pub al_extent_blocks: u64,
     /// Extents the activity log holds (DRBD's `al-extents`).
     pub al_extents: usize,
-    /// Resync runs (reads or unacknowledged messages of up to 256 KiB) in flight
+    /// Resync runs (reads or unacknowledged messages of up to 1 MiB) in flight
     /// per peer.
     pub resync_window: usize,
     /// An epoch is closed after this many writes even without a flush or tick.
