@@ -327,6 +327,7 @@ fn each(targets: &[&Resource], make: impl Fn(String) -> Request) -> Result<(), F
 /// Polls the status until `done`; on a terminal, shows resync progress.
 fn wait(name: &str, what: &str, done: impl Fn(&ResourceStatus) -> bool) -> Result<(), Failure> {
     let terminal = std::io::stdout().is_terminal();
+    let mut shown = String::new();
     loop {
         let all = statuses(Some(name))?;
         let Some(status) = all.first() else {
@@ -346,15 +347,21 @@ fn wait(name: &str, what: &str, done: impl Fn(&ResourceStatus) -> bool) -> Resul
             if let Some(p) = syncing {
                 let done = node::status::done(p.sync_total, p.out_of_sync);
                 let filled = (done / 5.0) as usize;
-                print!(
+                let line = format!(
                     "\r{name} {}: [{}{}] {done:.2}%",
                     p.replication,
                     "#".repeat(filled),
                     ".".repeat(20 - filled.min(20))
                 );
-                let _ = std::io::Write::flush(&mut std::io::stdout());
+                if line != shown {
+                    print!("{line}");
+                    let _ = std::io::Write::flush(&mut std::io::stdout());
+                    shown = line;
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // A status costs the daemon a fraction of a millisecond: ask often,
+        // so the command ends within 10 ms of what it waits for.
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
