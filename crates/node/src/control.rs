@@ -55,6 +55,11 @@ pub enum Request {
     InvalidateRemote {
         resource: String,
     },
+    /// `pause-sync` (`paused`) or `resume-sync` with every peer.
+    PauseSync {
+        resource: String,
+        paused: bool,
+    },
     /// A new current UUID; with `clear_bitmap`, the initial sync of fresh
     /// disks skipped.
     NewCurrentUuid {
@@ -151,7 +156,8 @@ pub struct PeerStatus {
     pub node_id: u8,
     /// StandAlone, Connecting or Connected.
     pub connection: String,
-    /// Off, Established, SyncSource, SyncTarget, VerifyS, VerifyT.
+    /// Off, Established, SyncSource, SyncTarget, PausedSyncS, PausedSyncT,
+    /// VerifyS, VerifyT.
     pub replication: String,
     pub role: Option<String>,
     pub disk: Option<String>,
@@ -166,6 +172,10 @@ pub struct PeerStatus {
     pub verify_done: u64,
     #[serde(default)]
     pub verify_total: u64,
+    /// Who paused the resync: "user" (this node's `pause-sync`), "peer", or
+    /// "user,peer".
+    #[serde(default)]
+    pub resync_suspended: Option<String>,
 }
 
 /// The cluster stack as `o2cb cluster-status` and the lock listing show it.

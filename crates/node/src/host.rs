@@ -764,11 +764,25 @@ impl EngineState {
                     .unwrap_or(ConnState::StandAlone);
                 let repl = self.engine.repl_state(peer).unwrap_or(ReplState::Off);
                 let progress = self.engine.verify_progress(peer);
+                let (by_us, by_peer) = self.engine.resync_paused(peer).unwrap_or_default();
+                let resync_suspended = match (by_us, by_peer) {
+                    (false, false) => None,
+                    (true, false) => Some("user".to_string()),
+                    (false, true) => Some("peer".to_string()),
+                    (true, true) => Some("user,peer".to_string()),
+                };
+                let syncing = matches!(repl, ReplState::SyncSource | ReplState::SyncTarget);
+                let replication = match (repl, &resync_suspended) {
+                    (ReplState::SyncSource, Some(_)) => "PausedSyncS".to_string(),
+                    (ReplState::SyncTarget, Some(_)) => "PausedSyncT".to_string(),
+                    _ => format!("{repl:?}"),
+                };
                 PeerStatus {
                     name,
                     node_id: peer,
                     connection: format!("{conn:?}"),
-                    replication: format!("{repl:?}"),
+                    replication,
+                    resync_suspended: resync_suspended.filter(|_| syncing),
                     role: self.engine.peer_role(peer).map(|r| format!("{r:?}")),
                     disk: self.engine.peer_disk(peer).map(|d| format!("{d:?}")),
                     out_of_sync: self.engine.out_of_sync(peer).unwrap_or(0),

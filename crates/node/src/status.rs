@@ -27,11 +27,17 @@ pub fn format(status: &ResourceStatus) -> String {
             peer.replication,
             peer.disk.as_deref().unwrap_or("DUnknown")
         ));
-        if peer.replication == "SyncSource" || peer.replication == "SyncTarget" {
+        if matches!(
+            peer.replication.as_str(),
+            "SyncSource" | "SyncTarget" | "PausedSyncS" | "PausedSyncT"
+        ) {
             out.push_str(&format!(
                 " done:{:.2}",
                 done(peer.sync_total, peer.out_of_sync)
             ));
+        }
+        if let Some(who) = &peer.resync_suspended {
+            out.push_str(&format!(" resync-suspended:{who}"));
         }
         if peer.replication == "VerifyS" || peer.replication == "VerifyT" {
             let left = peer.verify_total.saturating_sub(peer.verify_done);
@@ -75,6 +81,7 @@ mod tests {
             sync_total: 262_144,
             verify_done: 131_072,
             verify_total: 262_144,
+            resync_suspended: None,
         }
     }
 
@@ -94,6 +101,12 @@ mod tests {
         assert!(format(&status).contains("    replication:Established peer-disk:UpToDate\n"));
         status.peers = vec![peer("Connected", "VerifyS", "UpToDate", 0)];
         assert!(format(&status).contains("    replication:VerifyS peer-disk:UpToDate done:50.00\n"));
+        let mut paused = peer("Connected", "PausedSyncS", "Inconsistent", 62_233);
+        paused.resync_suspended = Some("user".into());
+        status.peers = vec![paused];
+        assert!(format(&status).contains(
+            "    replication:PausedSyncS peer-disk:Inconsistent done:76.26 resync-suspended:user\n"
+        ));
         status.peers = vec![peer("Connecting", "Off", "UpToDate", 0)];
         assert!(format(&status).contains("  nodo2 connection:Connecting\n"));
     }

@@ -52,6 +52,9 @@ pub struct Hello {
     pub allow_two_primaries: bool,
     pub crashed_primary: bool,
     pub discard_my_data: bool,
+    /// The sender's `pause-sync` with the receiver holds: no resync starts
+    /// running between them (also said later with SyncPause).
+    pub sync_paused: bool,
     pub current: u64,
     /// The bitmap UUID the sender keeps for the receiver.
     pub bitmap: u64,
@@ -157,6 +160,12 @@ pub enum Message {
     SkipSync {
         current: u64,
     },
+    /// `drbdadm pause-sync` (true) or `resume-sync` (false) on the sender: no
+    /// resync between the two runs while either side has paused it. (A new
+    /// connection learns a pause from the Hello.)
+    SyncPause {
+        paused: bool,
+    },
 }
 
 /// The longest run one verify request covers: a bit per block of a `u64`.
@@ -185,6 +194,7 @@ enum Kind {
     VerifyDone = 18,
     SyncRequest = 19,
     SkipSync = 20,
+    SyncPause = 21,
 }
 
 impl Kind {
@@ -211,6 +221,7 @@ impl Kind {
             18 => VerifyDone,
             19 => SyncRequest,
             20 => SkipSync,
+            21 => SyncPause,
             _ => return None,
         })
     }
@@ -254,7 +265,8 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             });
             w.u8(u8::from(h.allow_two_primaries)
                 | u8::from(h.crashed_primary) << 1
-                | u8::from(h.discard_my_data) << 2);
+                | u8::from(h.discard_my_data) << 2
+                | u8::from(h.sync_paused) << 3);
             w.0.extend_from_slice(&[0; 3]);
             w.u64(h.blocks);
             w.u64(h.current);
@@ -326,6 +338,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
         Message::VerifyDone { found } => w.u64(*found),
         Message::SyncRequest => {}
         Message::SkipSync { current } => w.u64(*current),
+        Message::SyncPause { paused } => w.0.push(u8::from(*paused)),
     }
     let len = (out.len() - start - HEADER_LEN) as u32;
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
@@ -464,7 +477,7 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
                 other => return Err(r.bad("protocol", format!("{other} is not 1, 2 or 3"))),
             };
             let flags = r.u8("flags")?;
-            if flags & !0b111 != 0 {
+            if flags & !0b1111 != 0 {
                 return Err(r.bad("flags", format!("unknown bits 0x{flags:02x}")));
             }
             r.take("padding", 3)?;
@@ -476,6 +489,7 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
                 allow_two_primaries: flags & 1 != 0,
                 crashed_primary: flags & 2 != 0,
                 discard_my_data: flags & 4 != 0,
+                sync_paused: flags & 8 != 0,
                 blocks: r.u64("blocks")?,
                 current: r.u64("current")?,
                 bitmap: r.u64("bitmap")?,
@@ -602,6 +616,9 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
         Kind::SkipSync => Message::SkipSync {
             current: r.u64("current")?,
         },
+        Kind::SyncPause => Message::SyncPause {
+            paused: r.bool("paused")?,
+        },
     };
     if !r.bytes.is_empty() {
         return Err(r.bad("payload", format!("{} bytes left over", r.bytes.len())));
@@ -631,6 +648,7 @@ fn kind_of(message: &Message) -> Kind {
         Message::VerifyDone { .. } => Kind::VerifyDone,
         Message::SyncRequest => Kind::SyncRequest,
         Message::SkipSync { .. } => Kind::SkipSync,
+        Message::SyncPause { .. } => Kind::SyncPause,
     }
 }
 
@@ -656,6 +674,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::VerifyDone => "VerifyDone",
         Kind::SyncRequest => "SyncRequest",
         Kind::SkipSync => "SkipSync",
+        Kind::SyncPause => "SyncPause",
     }
 }
 
@@ -800,6 +819,7 @@ mod tests {
                 allow_two_primaries: true,
                 crashed_primary: false,
                 discard_my_data: true,
+                sync_paused: true,
                 current: 0xdead_beef_0000_0010,
                 bitmap: 4,
                 history: [6, 8, 0, 0, 0, 0, 0, 10],
@@ -854,6 +874,7 @@ mod tests {
             Message::VerifyDone { found: 1 },
             Message::SyncRequest,
             Message::SkipSync { current: 0x1234 },
+            Message::SyncPause { paused: true },
         ]
     }
 

@@ -167,6 +167,12 @@ pub enum Admin {
     NewCurrentUuid {
         clear_bitmap: bool,
     },
+    /// `drbdadm pause-sync` (`paused`) or `resume-sync` with a peer: no
+    /// resync with it while this node or the peer has paused it.
+    PauseSync {
+        peer: NodeId,
+        paused: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -474,6 +480,10 @@ struct Peer {
     /// Everything was copied and SyncDone sent; waiting for the target to say
     /// it is UpToDate (after flushing) before the generations move on.
     sync_done_sent: bool,
+    /// `pause-sync` here (kept across connections until `resume-sync`), and
+    /// on the peer (as it last said on this connection).
+    paused_here: bool,
+    paused_by_peer: bool,
     // Resync as target.
     resync_writes: u32,
     sync_done: Option<u64>,
@@ -589,6 +599,8 @@ impl Resource {
                     resync_sent: HashSet::new(),
                     resync_runs: 0,
                     sync_done_sent: false,
+                    paused_here: false,
+                    paused_by_peer: false,
                     resync_writes: 0,
                     sync_done: None,
                     verify: Verify::default(),
@@ -703,6 +715,12 @@ impl Resource {
     }
 
     /// Blocks out of sync with a peer (what resync still has to copy).
+    /// Whether resync with a peer is paused: (by this node, by the peer).
+    pub fn resync_paused(&self, peer: NodeId) -> Option<(bool, bool)> {
+        let p = &self.peers[self.peer_index(peer)?];
+        Some((p.paused_here, p.paused_by_peer))
+    }
+
     pub fn out_of_sync(&self, peer: NodeId) -> Option<u64> {
         self.peer_index(peer).map(|p| self.peers[p].bitmap.count())
     }
@@ -800,6 +818,23 @@ impl Resource {
             Admin::Detach => return self.detach(id),
             Admin::Invalidate => self.invalidate(),
             Admin::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
+            Admin::PauseSync { peer, paused } => match self.peer_index(peer) {
+                None => Err(AdminError::UnknownPeer),
+                Some(p) => {
+                    self.peers[p].paused_here = paused;
+                    // Once connected, our Hello (which carries a pause) is
+                    // sent: a change goes after it, and after our Bitmap,
+                    // so the peer hears it with its handshake done.
+                    if self.peers[p].conn == ConnState::Connected {
+                        self.out.push(Action::Send {
+                            peer,
+                            message: Message::SyncPause { paused },
+                        });
+                    }
+                    self.pump_resync(p);
+                    Ok(())
+                }
+            },
             Admin::InvalidateRemote { peer } => match self.peer_index(peer) {
                 None => Err(AdminError::UnknownPeer),
                 Some(p) => self.invalidate_remote(p),
@@ -1519,6 +1554,7 @@ impl Resource {
             allow_two_primaries: self.config.allow_two_primaries,
             crashed_primary: self.crashed_primary,
             discard_my_data: self.peers[p].discard_my_data,
+            sync_paused: self.peers[p].paused_here,
             current: self.current,
             bitmap: self.peers[p].bitmap_uuid,
             history: self.history,
@@ -1561,6 +1597,7 @@ impl Resource {
         }
         let peer = &mut self.peers[p];
         peer.verify = Verify::default();
+        peer.paused_by_peer = false;
         // Writes the peer has not confirmed as stable may be lost there.
         for (_, block, count) in peer.transfer_log.drain(..) {
             peer.bitmap.set_range(block, count);
@@ -1671,6 +1708,9 @@ impl Resource {
                     );
                     return self.drop_connection(p, note, true);
                 }
+                // The peer's pause-sync, before any resync the handshake
+                // starts (a SyncPause after it overrides it, in order).
+                self.peers[p].paused_by_peer = hello.sync_paused;
                 self.peers[p].hello = Some(hello);
                 self.maybe_decide(p);
             }
@@ -1791,6 +1831,10 @@ impl Resource {
                     };
                     self.out.push(Action::Note(note));
                 }
+            }
+            Message::SyncPause { paused } => {
+                self.peers[p].paused_by_peer = paused;
+                self.pump_resync(p);
             }
             Message::SkipSync { current } => {
                 let peer = &self.peers[p];
@@ -2267,7 +2311,8 @@ impl Resource {
             return;
         }
         let mut wrapped = false;
-        while self.peers[p].resync_runs < self.config.resync_window {
+        let paused = self.peers[p].paused_here || self.peers[p].paused_by_peer;
+        while !paused && self.peers[p].resync_runs < self.config.resync_window {
             let peer = &self.peers[p];
             let busy = |block: u64| {
                 peer.resync_reading.contains(&block)

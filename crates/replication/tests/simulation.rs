@@ -277,6 +277,37 @@ impl Sim {
         rid
     }
 
+    /// Steps (without faults) until `done`, and fails if that takes more
+    /// than 10,000 steps.
+    fn step_until(&mut self, what: &str, done: impl Fn(&Sim) -> bool) {
+        for _ in 0..10_000 {
+            if done(self) {
+                return;
+            }
+            self.step(false);
+        }
+        self.fail(&format!("never {what}"));
+    }
+
+    /// Steps until both nodes are through the handshake with each other.
+    fn wait_established(&mut self) {
+        self.step_until("connected", |sim| {
+            (0..2u8).all(|i| {
+                let engine = sim.nodes[i as usize].engine.as_ref().unwrap();
+                engine.repl_state(1 - i) == Some(ReplState::Established)
+            })
+        });
+    }
+
+    /// Runs an administrative command that must succeed (`what` names the
+    /// failure).
+    fn admin_ok(&mut self, id: u8, command: Admin, what: &str) {
+        let rid = self.admin(id, command);
+        if !self.wait_admin(id, rid) {
+            self.fail(what);
+        }
+    }
+
     /// Steps (without faults) until an administrative command is answered.
     fn wait_admin(&mut self, id: u8, rid: u64) -> bool {
         for _ in 0..10_000 {
@@ -947,16 +978,8 @@ impl Sim {
 fn run(seed: u64, mode: Mode, steps: u32) -> Sim {
     let mut sim = Sim::new(seed, mode);
     // Wait for the connection and the handshake.
-    for _ in 0..10_000 {
-        if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established) {
-            break;
-        }
-        sim.step(false);
-    }
-    let rid = sim.admin(0, Admin::Primary { force: true });
-    if !sim.wait_admin(0, rid) {
-        sim.fail("primary --force failed");
-    }
+    sim.wait_established();
+    sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
     if mode == Mode::DualPrimary {
         for _ in 0..100_000 {
             if sim.converged() {
@@ -964,10 +987,11 @@ fn run(seed: u64, mode: Mode, steps: u32) -> Sim {
             }
             sim.step(false);
         }
-        let rid = sim.admin(1, Admin::Primary { force: false });
-        if !sim.wait_admin(1, rid) {
-            sim.fail("second primary refused under allow-two-primaries");
-        }
+        sim.admin_ok(
+            1,
+            Admin::Primary { force: false },
+            "second primary refused under allow-two-primaries",
+        );
     }
     for _ in 0..steps {
         sim.step(true);
@@ -1169,16 +1193,8 @@ impl Sim {
 fn corrupted_pair(seed: u64, faults: bool) -> (Sim, HashSet<u64>) {
     let mut sim = Sim::new(seed, Mode::Verify);
     sim.verify_faults = faults;
-    for _ in 0..10_000 {
-        if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established) {
-            break;
-        }
-        sim.step(false);
-    }
-    let rid = sim.admin(0, Admin::Primary { force: true });
-    if !sim.wait_admin(0, rid) {
-        sim.fail("primary --force failed");
-    }
+    sim.wait_established();
+    sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
     sim.settle();
     let victim = sim.rng.below(2) as u8;
     let count = 1 + sim.rng.below(5);
@@ -1288,20 +1304,13 @@ fn invalidate_resyncs_every_block_of_the_secondary_from_the_primary() {
 fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
     for seed in seeds(7_000_000, 4) {
         let mut sim = Sim::new(seed, Mode::Verify);
-        for _ in 0..10_000 {
-            if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established)
-                && sim.nodes[1].engine.as_ref().unwrap().repl_state(0)
-                    == Some(ReplState::Established)
-            {
-                break;
-            }
-            sim.step(false);
-        }
+        sim.wait_established();
         let id = sim.rng.below(2) as u8;
-        let rid = sim.admin(id, Admin::NewCurrentUuid { clear_bitmap: true });
-        if !sim.wait_admin(id, rid) {
-            sim.fail("new-current-uuid --clear-bitmap refused on fresh disks");
-        }
+        sim.admin_ok(
+            id,
+            Admin::NewCurrentUuid { clear_bitmap: true },
+            "new-current-uuid --clear-bitmap refused on fresh disks",
+        );
         sim.settle();
         if sim
             .notes
@@ -1323,10 +1332,11 @@ fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
         if sim.wait_admin(1 - id, rid) {
             sim.fail("a second --clear-bitmap was accepted");
         }
-        let rid = sim.admin(0, Admin::Primary { force: false });
-        if !sim.wait_admin(0, rid) {
-            sim.fail("primary refused after the skipped sync");
-        }
+        sim.admin_ok(
+            0,
+            Admin::Primary { force: false },
+            "primary refused after the skipped sync",
+        );
         for _ in 0..2_000 {
             sim.step(true);
         }
@@ -1349,6 +1359,66 @@ fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
         }
         if !sim.divergent().is_empty() {
             sim.fail("replicas differ");
+        }
+    }
+}
+
+/// `pause-sync` on either node holds a full sync where it is, across a
+/// reconnect; `resume-sync` lets it finish with identical replicas.
+#[test]
+fn pause_sync_holds_the_resync_until_resume_sync() {
+    for seed in seeds(8_000_000, 4) {
+        let mut sim = Sim::new(seed, Mode::Verify);
+        sim.wait_established();
+        let pauser = sim.rng.below(2) as u8;
+        let command = Admin::PauseSync {
+            peer: 1 - pauser,
+            paused: true,
+        };
+        sim.admin_ok(pauser, command, "pause-sync refused");
+        let expected = if pauser == 0 {
+            (true, false)
+        } else {
+            (false, true)
+        };
+        // (A pause on the target reaches the source a message later.)
+        sim.step_until("saw the pause", |sim| {
+            sim.nodes[0].engine.as_ref().unwrap().resync_paused(1) == Some(expected)
+        });
+        sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
+        let left = |sim: &Sim| sim.nodes[0].engine.as_ref().unwrap().out_of_sync(1);
+        let start = left(&sim);
+        for round in 0..2 {
+            for _ in 0..3_000 {
+                sim.step(false);
+            }
+            let engine = sim.nodes[0].engine.as_ref().unwrap();
+            let paused = engine.resync_paused(1);
+            if engine.repl_state(1) != Some(ReplState::SyncSource) || paused != Some(expected) {
+                sim.fail(&format!(
+                    "round {round}: {:?}, paused {paused:?}",
+                    engine.repl_state(1)
+                ));
+            }
+            if left(&sim) != start {
+                sim.fail(&format!(
+                    "the paused sync moved: {start:?} -> {:?}",
+                    left(&sim)
+                ));
+            }
+            if round == 0 {
+                // The pause outlives the connection.
+                sim.reconnect();
+            }
+        }
+        let command = Admin::PauseSync {
+            peer: 1 - pauser,
+            paused: false,
+        };
+        sim.admin_ok(pauser, command, "resume-sync refused");
+        sim.settle();
+        if !sim.divergent().is_empty() {
+            sim.fail("replicas differ after the resumed sync");
         }
     }
 }
@@ -1433,26 +1503,15 @@ fn detach_and_attach_under_faults_converge() {
 fn attach_resyncs_exactly_the_blocks_written_while_detached() {
     for seed in seeds(7_000_000, 4) {
         let mut sim = Sim::new(seed, Mode::Detach);
-        for _ in 0..10_000 {
-            if sim.nodes[0].engine.as_ref().unwrap().repl_state(1) == Some(ReplState::Established) {
-                break;
-            }
-            sim.step(false);
-        }
-        let rid = sim.admin(0, Admin::Primary { force: true });
-        if !sim.wait_admin(0, rid) {
-            sim.fail("primary --force failed");
-        }
+        sim.wait_established();
+        sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
         sim.settle();
         // Close the epochs so nothing is left unconfirmed.
         for id in 0..2u8 {
             sim.event(id, Event::Tick);
         }
         sim.settle();
-        let rid = sim.admin(1, Admin::Detach);
-        if !sim.wait_admin(1, rid) {
-            sim.fail("detach of the Secondary refused");
-        }
+        sim.admin_ok(1, Admin::Detach, "detach of the Secondary refused");
         if sim.nodes[1].engine.as_ref().unwrap().disk() != replication::DiskState::Diskless {
             sim.fail("not Diskless after detach");
         }

@@ -1,6 +1,7 @@
 //! `drbdadm verify`, `invalidate`/`invalidate-remote`, `new-current-uuid
-//! --clear-bitmap` and `detach`/`attach` end to end in the lab: real daemons,
-//! real TCP, the backing disks compared byte for byte at the end.
+//! --clear-bitmap`, `pause-sync`/`resume-sync` and `detach`/`attach` end to
+//! end in the lab: real daemons, real TCP, the backing disks compared byte for
+//! byte at the end.
 //!
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
 //! lab (daemons, mounts, loop devices) down even when an assertion fails.
@@ -189,14 +190,7 @@ fn invalidate_resyncs_the_secondary_in_full_and_the_primary_refuses_it() {
 #[test]
 fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
     let lab = TestLab::up("vd-skip-sync", 2);
-    let res = lab.dir.join("r0.res");
-    std::fs::write(&res, common::R0).unwrap();
-    for node in ["nodo1", "nodo2"] {
-        lab.ok(node, &format!("cp {} /etc/drbd.d/r0.res", res.display()));
-        lab.ok(node, "drbdadm create-md r0 >/dev/null 2>&1");
-        lab.ok(node, "drbdadm up r0");
-    }
-    lab.ok("nodo1", "drbdadm wait-connect r0");
+    lab.up_fresh_r0();
     assert_eq!(
         lab.ok("nodo1", "drbdadm dstate r0"),
         "Inconsistent/Inconsistent\n"
@@ -221,6 +215,42 @@ fn new_current_uuid_clear_bitmap_skips_the_initial_sync() {
         "nodo1",
         "dd if=/dev/urandom of=/dev/drbd1 bs=4096 count=64 seek=1000 oflag=direct status=none",
     );
+    assert_disks_identical(&lab);
+}
+
+#[test]
+fn pause_sync_holds_the_initial_sync_until_both_sides_resume() {
+    let lab = TestLab::up("vd-pause", 2);
+    lab.up_fresh_r0();
+    lab.ok(
+        "nodo1",
+        "drbdadm pause-sync r0 && drbdadm primary --force r0",
+    );
+    let source = "replication:PausedSyncS peer-disk:Inconsistent done:0.00 resync-suspended:user";
+    let target = "replication:PausedSyncT peer-disk:UpToDate done:0.00 resync-suspended:peer";
+    lab.wait_status("nodo2", "r0", target, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(lab.ok("nodo1", "drbdadm status r0").contains(source));
+    assert!(lab.ok("nodo2", "drbdadm status r0").contains(target));
+
+    // Paused on both sides: resuming one is not enough.
+    lab.ok("nodo2", "drbdadm pause-sync r0");
+    lab.wait_status(
+        "nodo1",
+        "r0",
+        "done:0.00 resync-suspended:user,peer",
+        Duration::from_secs(10),
+    );
+    lab.ok("nodo1", "drbdadm resume-sync r0");
+    lab.wait_status(
+        "nodo1",
+        "r0",
+        "replication:PausedSyncS peer-disk:Inconsistent done:0.00 resync-suspended:peer",
+        Duration::from_secs(10),
+    );
+    lab.ok("nodo2", "drbdadm resume-sync r0");
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(120));
+    lab.ok("nodo2", "drbdadm wait-sync r0");
     assert_disks_identical(&lab);
 }
 

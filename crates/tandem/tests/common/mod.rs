@@ -125,6 +125,14 @@ impl TestLab {
     /// `r0` ([`R0`]): create-md, up on both nodes, primary --force on nodo1,
     /// and the first full sync.
     pub fn bring_up_r0(&self) {
+        self.up_fresh_r0();
+        self.ok("nodo1", "drbdadm primary --force r0");
+        self.wait_status("nodo1", "r0", IN_SYNC, std::time::Duration::from_secs(120));
+        self.ok("nodo2", "drbdadm wait-sync r0");
+    }
+
+    /// [`R0`] on both nodes with fresh meta-data, connected, not synced.
+    pub fn up_fresh_r0(&self) {
         let res = self.dir.join("r0.res");
         std::fs::write(&res, R0).unwrap();
         for node in ["nodo1", "nodo2"] {
@@ -133,9 +141,6 @@ impl TestLab {
             self.ok(node, "drbdadm up r0");
         }
         self.ok("nodo1", "drbdadm wait-connect r0");
-        self.ok("nodo1", "drbdadm primary --force r0");
-        self.wait_status("nodo1", "r0", IN_SYNC, std::time::Duration::from_secs(120));
-        self.ok("nodo2", "drbdadm wait-sync r0");
     }
 
     /// The backing file of a node's disk (`sdb`, `sdc`).

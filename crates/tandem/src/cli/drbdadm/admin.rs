@@ -1,7 +1,8 @@
 //! The drbdadm verbs that talk to the node daemon: `up`, `down`, `primary`,
 //! `secondary`, `connect`, `disconnect`, `verify`, `invalidate`,
-//! `invalidate-remote`, `new-current-uuid`, `detach`, `attach`, `status`,
-//! `role`, `cstate`, `dstate`, `wait-connect`, `wait-sync`, `adjust`.
+//! `invalidate-remote`, `new-current-uuid`, `pause-sync`, `resume-sync`,
+//! `detach`, `attach`, `status`, `role`, `cstate`, `dstate`, `wait-connect`,
+//! `wait-sync`, `adjust`.
 //!
 //! The configuration is read here; the daemon gets a resolved [`ResourceSpec`].
 //! `up` starts the daemon when none answers (fully detached, logging to
@@ -248,6 +249,10 @@ fn run_inner(
         }
         "disconnect" => each(&targets, |resource| Request::Disconnect { resource })?,
         "invalidate" => each(&targets, |resource| Request::Invalidate { resource })?,
+        verb @ ("pause-sync" | "resume-sync") => each(&targets, |resource| Request::PauseSync {
+            resource,
+            paused: verb == "pause-sync",
+        })?,
         "new-current-uuid" => each(&targets, |resource| Request::NewCurrentUuid {
             resource,
             clear_bitmap: options.clear_bitmap,
@@ -340,10 +345,7 @@ fn wait(name: &str, what: &str, done: impl Fn(&ResourceStatus) -> bool) -> Resul
             return Ok(());
         }
         if terminal {
-            let syncing = status
-                .peers
-                .iter()
-                .find(|p| p.replication == "SyncSource" || p.replication == "SyncTarget");
+            let syncing = status.peers.iter().find(|p| p.replication.contains("Sync"));
             if let Some(p) = syncing {
                 let done = node::status::done(p.sync_total, p.out_of_sync);
                 let filled = (done / 5.0) as usize;
