@@ -55,6 +55,10 @@ pub enum Request {
     InvalidateRemote {
         resource: String,
     },
+    /// Mark this disconnected Secondary's disk Outdated.
+    Outdate {
+        resource: String,
+    },
     /// `pause-sync` (`paused`) or `resume-sync` with every peer.
     PauseSync {
         resource: String,

@@ -447,6 +447,7 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
             every_peer(&table, &resource, |peer| Admin::Disconnect { peer })
         }
         Request::Invalidate { resource } => admin(&table, &resource, Admin::Invalidate),
+        Request::Outdate { resource } => admin(&table, &resource, Admin::Outdate),
         Request::PauseSync { resource, paused } => {
             every_peer(&table, &resource, |peer| Admin::PauseSync { peer, paused })
         }

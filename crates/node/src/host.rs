@@ -816,6 +816,10 @@ fn admin_message(resource: &str, e: AdminError) -> String {
             "(-2) Need access to UpToDate data (a Primary keeps its disk in tandem: demote it first)"
         }
         AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
+        AdminError::ConnectedOutdate => "(-6) Refusing to be Outdated while Connected",
+        AdminError::PrimaryOutdate => {
+            "(-2) Need access to UpToDate data (a Primary is not outdated in tandem: demote it first)"
+        }
         AdminError::NotJustCreated => {
             "the disk is not a just-created one (--clear-bitmap is for fresh meta-data, Inconsistent on every node)"
         }

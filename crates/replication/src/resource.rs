@@ -167,6 +167,10 @@ pub enum Admin {
     NewCurrentUuid {
         clear_bitmap: bool,
     },
+    /// `drbdadm outdate`: this disconnected Secondary's data are known to be
+    /// older than a peer's (promotion then needs `--force`), until a
+    /// handshake finds it in sync with an UpToDate peer.
+    Outdate,
     /// `drbdadm pause-sync` (`paused`) or `resume-sync` with a peer: no
     /// resync with it while this node or the peer has paused it.
     PauseSync {
@@ -294,6 +298,10 @@ pub enum AdminError {
     PrimarySyncTarget,
     #[error("the disk is not a just-created one (Inconsistent, never synced)")]
     NotJustCreated,
+    #[error("refusing to be Outdated while connected")]
+    ConnectedOutdate,
+    #[error("a Primary is not outdated (demote it first)")]
+    PrimaryOutdate,
 }
 
 /// Things worth telling the administrator about.
@@ -817,6 +825,7 @@ impl Resource {
             },
             Admin::Detach => return self.detach(id),
             Admin::Invalidate => self.invalidate(),
+            Admin::Outdate => self.outdate(),
             Admin::NewCurrentUuid { clear_bitmap } => self.new_current_uuid(clear_bitmap),
             Admin::PauseSync { peer, paused } => match self.peer_index(peer) {
                 None => Err(AdminError::UnknownPeer),
@@ -2184,6 +2193,17 @@ impl Resource {
                 return self.drop_connection(p, Note::UnrelatedData { peer: id }, true);
             }
         }
+        if self.disk == DiskState::Outdated
+            && self.peers[p].repl == ReplState::Established
+            && hello.disk == DiskState::UpToDate
+            && hello.current & !1 == self.current & !1
+        {
+            // In sync with an UpToDate peer of the same generation: the data
+            // here are as new as any.
+            self.disk = DiskState::UpToDate;
+            self.persist();
+            self.broadcast_state();
+        }
         self.drain_blocked();
     }
 
@@ -2221,6 +2241,26 @@ impl Resource {
             message: Message::SyncRequest,
         });
         Ok(())
+    }
+
+    /// `outdate`: see [`Admin::Outdate`]. A disk already no better stays
+    /// as it is.
+    fn outdate(&mut self) -> Result<(), AdminError> {
+        if self.role == Role::Primary {
+            return Err(AdminError::PrimaryOutdate);
+        }
+        if self.peers.iter().any(|p| p.conn == ConnState::Connected) {
+            return Err(AdminError::ConnectedOutdate);
+        }
+        match self.disk {
+            DiskState::Diskless => Err(AdminError::NoUpToDateData),
+            DiskState::Inconsistent | DiskState::Outdated => Ok(()),
+            DiskState::UpToDate => {
+                self.disk = DiskState::Outdated;
+                self.persist();
+                Ok(())
+            }
+        }
     }
 
     /// `new-current-uuid`: see [`Admin::NewCurrentUuid`].

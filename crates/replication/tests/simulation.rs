@@ -1423,6 +1423,60 @@ fn pause_sync_holds_the_resync_until_resume_sync() {
     }
 }
 
+/// `outdate` is refused on the Primary and while connected; on a
+/// disconnected Secondary it bars promotion without `--force`, and the
+/// reconnect to its UpToDate peer (nothing written meanwhile) makes it
+/// UpToDate again with nothing copied: at once if the peer is Secondary too,
+/// by an empty bitmap resync if it is Primary (it started a new generation
+/// when the connection went).
+#[test]
+fn outdate_holds_a_disconnected_secondary_back_until_it_reconnects() {
+    for seed in seeds(9_000_000, 4) {
+        let mut sim = Sim::new(seed, Mode::Verify);
+        sim.wait_established();
+        sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
+        sim.settle();
+        for id in [0, 1] {
+            let rid = sim.admin(id, Admin::Outdate);
+            if sim.wait_admin(id, rid) {
+                sim.fail(&format!("node {id} outdated while connected or Primary"));
+            }
+        }
+        let primary_stays = sim.rng.chance(2);
+        if !primary_stays {
+            sim.admin_ok(0, Admin::Secondary, "secondary refused");
+        }
+        sim.admin_ok(1, Admin::Disconnect { peer: 0 }, "disconnect refused");
+        sim.admin_ok(1, Admin::Outdate, "outdate refused while disconnected");
+        let disk = sim.nodes[1].engine.as_ref().unwrap().disk();
+        if disk != replication::DiskState::Outdated {
+            sim.fail(&format!("outdate left the disk {disk:?}"));
+        }
+        let rid = sim.admin(1, Admin::Primary { force: false });
+        if sim.wait_admin(1, rid) {
+            sim.fail("an Outdated node became Primary without --force");
+        }
+        let syncs = sim.notes.len();
+        let command = Admin::Connect {
+            peer: 0,
+            discard_my_data: false,
+        };
+        sim.admin_ok(1, command, "connect refused");
+        sim.settle();
+        let resyncs: Vec<u64> = sim.notes[syncs..]
+            .iter()
+            .filter_map(|n| match n {
+                Note::SyncStarted { blocks, .. } => Some(*blocks),
+                _ => None,
+            })
+            .collect();
+        let expected = if primary_stays { vec![0, 0] } else { vec![] };
+        if resyncs != expected {
+            sim.fail(&format!("resyncs after the reconnect: {resyncs:?}"));
+        }
+    }
+}
+
 #[test]
 fn verify_under_message_loss_and_partitions_stops_cleanly_and_a_later_one_repairs() {
     let mut aborted = 0;

@@ -1,6 +1,6 @@
 //! `drbdadm verify`, `invalidate`/`invalidate-remote`, `new-current-uuid
-//! --clear-bitmap`, `pause-sync`/`resume-sync` and `detach`/`attach` end to
-//! end in the lab: real daemons, real TCP, the backing disks compared byte for
+//! --clear-bitmap`, `pause-sync`/`resume-sync`, `outdate` and
+//! `detach`/`attach` end to end in the lab: real daemons, real TCP, the backing disks compared byte for
 //! byte at the end.
 //!
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
@@ -252,6 +252,47 @@ fn pause_sync_holds_the_initial_sync_until_both_sides_resume() {
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(120));
     lab.ok("nodo2", "drbdadm wait-sync r0");
     assert_disks_identical(&lab);
+}
+
+#[test]
+fn outdate_bars_promotion_until_the_secondary_is_back_in_sync() {
+    let lab = TestLab::up("vd-outdate", 2);
+    lab.bring_up_r0();
+    let connected = lab.sh("nodo2", "drbdadm outdate r0 2>&1");
+    assert!(!connected.status.success());
+    let said = String::from_utf8_lossy(&connected.stdout);
+    assert!(
+        said.contains("Refusing to be Outdated while Connected"),
+        "{said}"
+    );
+    assert!(!lab.sh("nodo1", "drbdadm outdate r0").status.success());
+
+    // Both Secondary, so nothing moves on while they are apart.
+    lab.ok("nodo1", "drbdadm secondary r0");
+    lab.ok("nodo2", "drbdadm disconnect r0 && drbdadm outdate r0");
+    assert_eq!(lab.ok("nodo2", "drbdadm dstate r0"), "Outdated/DUnknown\n");
+    let promote = lab.sh("nodo2", "drbdadm primary r0 2>&1");
+    assert!(!promote.status.success());
+    let said = String::from_utf8_lossy(&promote.stdout);
+    assert!(said.contains("Need access to UpToDate data"), "{said}");
+
+    // Kept in the meta-data as the real drbdmeta reads it: consistent, not
+    // up to date, clean.
+    let resyncs = || lab.log("nodo2").matches("resync with").count();
+    let before = resyncs();
+    lab.ok("nodo2", "drbdadm down r0");
+    let dump = lab.ok(
+        "nodo2",
+        "DRBD_DRIVER_VERSION_OVERRIDE=9.2.0 drbdmeta --force 1 v09 /dev/sdc internal dump-md 2>/dev/null",
+    );
+    assert!(dump.contains("flags 0x00000081;"), "{dump}");
+
+    // Back with its UpToDate peer of the same generation: UpToDate, nothing
+    // resynced.
+    lab.ok("nodo2", "drbdadm up r0 && drbdadm wait-connect r0");
+    lab.wait_status("nodo2", "r0", IN_SYNC, Duration::from_secs(30));
+    assert_eq!(lab.ok("nodo2", "drbdadm dstate r0"), "UpToDate/UpToDate\n");
+    assert_eq!(resyncs(), before, "{}", lab.log("nodo2"));
 }
 
 #[test]

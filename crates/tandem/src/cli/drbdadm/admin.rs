@@ -1,6 +1,6 @@
 //! The drbdadm verbs that talk to the node daemon: `up`, `down`, `primary`,
 //! `secondary`, `connect`, `disconnect`, `verify`, `invalidate`,
-//! `invalidate-remote`, `new-current-uuid`, `pause-sync`, `resume-sync`,
+//! `invalidate-remote`, `new-current-uuid`, `outdate`, `pause-sync`, `resume-sync`,
 //! `detach`, `attach`, `status`, `role`, `cstate`, `dstate`, `wait-connect`,
 //! `wait-sync`, `adjust`.
 //!
@@ -249,6 +249,7 @@ fn run_inner(
         }
         "disconnect" => each(&targets, |resource| Request::Disconnect { resource })?,
         "invalidate" => each(&targets, |resource| Request::Invalidate { resource })?,
+        "outdate" => each(&targets, |resource| Request::Outdate { resource })?,
         verb @ ("pause-sync" | "resume-sync") => each(&targets, |resource| Request::PauseSync {
             resource,
             paused: verb == "pause-sync",

@@ -4,7 +4,7 @@
 //! `show-gi`, `get-gi`, `wipe-md`, `apply-al` ([`meta`], which does in-process
 //! what drbdadm has `drbdmeta` do); and the verbs served by the node daemon
 //! (`up`, `down`, `primary`, `secondary`, `connect`, `disconnect`, `verify`,
-//! `invalidate`, `invalidate-remote`, `new-current-uuid`, `pause-sync`,
+//! `invalidate`, `invalidate-remote`, `new-current-uuid`, `outdate`, `pause-sync`,
 //! `resume-sync`, `detach`, `attach`, `status`, `role`, `cstate`, `dstate`,
 //! `wait-connect`, `wait-sync`, `adjust`: [`admin`]). The configuration file is found as drbd-utils
 //! finds it (`-c FILE`, else the first of `/etc/drbd-90.conf` and `/etc/drbd.conf`
@@ -81,9 +81,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             meta::run(verb, &config_file(&args), &args.resources, &options)
         }
         verb @ ("up" | "down" | "adjust" | "attach" | "primary" | "secondary" | "connect"
-        | "disconnect" | "verify" | "invalidate" | "invalidate-remote" | "pause-sync"
-        | "resume-sync" | "new-current-uuid" | "detach" | "status" | "role" | "cstate"
-        | "dstate" | "wait-connect" | "wait-sync") => {
+        | "disconnect" | "verify" | "invalidate" | "invalidate-remote" | "outdate"
+        | "pause-sync" | "resume-sync" | "new-current-uuid" | "detach" | "status"
+        | "role" | "cstate" | "dstate" | "wait-connect" | "wait-sync") => {
             let options = admin::Options {
                 force: args.force,
                 discard_my_data: args.discard_my_data,
@@ -96,7 +96,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
                 "drbdadm: '{other}' is not a command tandem implements yet (implemented: dump, \
                  create-md, dump-md, show-gi, get-gi, wipe-md, apply-al, up, down, adjust, attach, \
                  primary, secondary, connect, disconnect, verify, invalidate, invalidate-remote, \
-                 new-current-uuid, pause-sync, resume-sync, detach, \
+                 new-current-uuid, outdate, pause-sync, resume-sync, detach, \
                  status, role, cstate, dstate, \
                  wait-connect, wait-sync)"
             );
