@@ -26,10 +26,15 @@ use blockdev::{AlignedBuf, BlockDevice, FileDevice};
 use bytes::Bytes;
 use io_uring::{opcode, squeue, types, IoUring};
 
-use crate::host::{Events, HostMsg};
-
 /// The backing disk the jobs use; empty while Diskless.
 pub type DiskSlot = Arc<Mutex<Option<Arc<FileDevice>>>>;
+
+/// A job's result: the data of a read.
+pub type DiskResult = Result<Option<Bytes>, ()>;
+
+/// Where finished jobs go (the daemon: a `DiskDone` event for the engine),
+/// from the ring's or a disk thread; false once nobody listens any more.
+pub type DoneSink = Arc<dyn Fn(u64, DiskResult) -> bool + Send + Sync>;
 
 /// Submission queue entries: more than the engine ever has in flight at once
 /// (the FUSE threads' requests plus a resync's reads); a full ring is flushed
@@ -67,7 +72,7 @@ impl DiskJob {
     }
 
     /// Carries the job out with blocking calls.
-    fn run_blocking(self, disk: &FileDevice) -> (u64, Result<Option<Bytes>, ()>) {
+    fn run_blocking(self, disk: &FileDevice) -> (u64, DiskResult) {
         match self {
             DiskJob::Write {
                 token,
@@ -102,10 +107,10 @@ pub enum DiskQueue {
 impl DiskQueue {
     /// A ring if the kernel lets us have one, else disk threads (also when
     /// the daemon's environment sets `TANDEM_NO_IO_URING`, to compare both).
-    pub fn start(name: &str, slot: DiskSlot, events: Events) -> DiskQueue {
+    pub fn start(name: &str, slot: DiskSlot, done: DoneSink) -> DiskQueue {
         let ring = match std::env::var_os("TANDEM_NO_IO_URING") {
             Some(_) => Err(io::Error::other("TANDEM_NO_IO_URING is set")),
-            None => DiskRing::start(name, slot.clone(), events.clone()),
+            None => DiskRing::start(name, slot.clone(), done.clone()),
         };
         match ring {
             Ok(ring) => DiskQueue::Ring(ring),
@@ -114,7 +119,7 @@ impl DiskQueue {
                     name,
                     format!("io_uring refused ({e}): backing disk I/O on {DISK_THREADS} threads"),
                 );
-                DiskQueue::Threads(start_disk_threads(slot, events))
+                DiskQueue::Threads(start_disk_threads(slot, done))
             }
         }
     }
@@ -155,11 +160,11 @@ enum InFlight {
     /// through the ring by a no-op.
     Done {
         token: u64,
-        result: Result<Option<Bytes>, ()>,
+        result: DiskResult,
     },
 }
 
-type Completion = (u64, Result<Option<Bytes>, ()>);
+type Completion = (u64, DiskResult);
 
 impl InFlight {
     /// Its `DiskDone`, given the kernel's result. A short transfer (only at
@@ -235,7 +240,7 @@ pub struct DiskRing {
 }
 
 impl DiskRing {
-    fn start(name: &str, slot: DiskSlot, events: Events) -> io::Result<DiskRing> {
+    fn start(name: &str, slot: DiskSlot, done: DoneSink) -> io::Result<DiskRing> {
         // SAFETY: eventfd(2) takes no pointers; a non-negative result is a new
         // descriptor that nothing else owns.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -265,7 +270,7 @@ impl DiskRing {
                         RingThread {
                             ring,
                             shared: thread_shared,
-                            events,
+                            done,
                             inflight: HashMap::new(),
                             last: 0,
                         }
@@ -390,7 +395,7 @@ impl Shared {
     /// A job finished without the kernel: a no-op carries its result through
     /// the ring, as a job's completion must not run inside the engine call
     /// that submitted it.
-    fn hand_done(&self, token: u64, result: Result<Option<Bytes>, ()>) {
+    fn hand_done(&self, token: u64, result: DiskResult) {
         self.hand(opcode::Nop::new().build(), InFlight::Done { token, result });
     }
 
@@ -406,7 +411,7 @@ impl Shared {
 struct RingThread {
     ring: IoUring,
     shared: Arc<Shared>,
-    events: Events,
+    done: DoneSink,
     /// Jobs in the kernel, by `user_data`, and the last key given out.
     inflight: HashMap<u64, InFlight>,
     last: u64,
@@ -419,7 +424,7 @@ impl RingThread {
     fn run(mut self) {
         self.arm_wake();
         let mut jobs = Vec::new();
-        let mut done: Vec<(InFlight, i32)> = Vec::new();
+        let mut finished: Vec<(InFlight, i32)> = Vec::new();
         loop {
             {
                 let Ok(mut inbox) = self.shared.inbox.lock() else {
@@ -451,7 +456,7 @@ impl RingThread {
                     WAKE => woken = true,
                     key => {
                         if let Some(flight) = self.inflight.remove(&key) {
-                            done.push((flight, cqe.result()));
+                            finished.push((flight, cqe.result()));
                         }
                     }
                 }
@@ -459,9 +464,9 @@ impl RingThread {
             if woken {
                 self.arm_wake();
             }
-            for (flight, res) in done.drain(..) {
+            for (flight, res) in finished.drain(..) {
                 let (token, result) = flight.finish(res);
-                let _ = self.events.send(HostMsg::DiskDone { token, result });
+                (self.done)(token, result);
             }
         }
     }
@@ -493,13 +498,13 @@ impl RingThread {
     }
 }
 
-fn start_disk_threads(slot: DiskSlot, events: Events) -> Sender<DiskJob> {
+fn start_disk_threads(slot: DiskSlot, done: DoneSink) -> Sender<DiskJob> {
     let (jobs, queue) = mpsc::channel::<DiskJob>();
     let queue = Arc::new(Mutex::new(queue));
     for i in 0..DISK_THREADS {
         let queue = queue.clone();
         let slot = slot.clone();
-        let events = events.clone();
+        let done = done.clone();
         let _ = thread::Builder::new()
             .name(format!("disk-{i}"))
             .spawn(move || loop {
@@ -517,10 +522,121 @@ fn start_disk_threads(slot: DiskSlot, events: Events) -> Sender<DiskJob> {
                     // disk fails the job rather than the thread.
                     None => (job.token(), Err(())),
                 };
-                if events.send(HostMsg::DiskDone { token, result }).is_err() {
+                if !done(token, result) {
                     return;
                 }
             });
     }
     jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blockdev::FileDeviceOptions;
+    use std::sync::mpsc::Receiver;
+
+    struct Bench {
+        _dir: tempfile::TempDir,
+        slot: DiskSlot,
+        queue: DiskQueue,
+        finished: Receiver<(u64, DiskResult)>,
+    }
+
+    /// A queue (ring or threads) on a fresh 1 MiB direct-I/O file.
+    fn bench(ring: bool) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileDeviceOptions {
+            direct: true,
+            ..Default::default()
+        };
+        let disk = FileDevice::create(dir.path().join("disk"), 1 << 20, &options).unwrap();
+        let slot: DiskSlot = Arc::new(Mutex::new(Some(Arc::new(disk))));
+        let (tx, finished) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let done: DoneSink =
+            Arc::new(move |token, result| tx.lock().unwrap().send((token, result)).is_ok());
+        let queue = if ring {
+            DiskQueue::Ring(DiskRing::start("test", slot.clone(), done).unwrap())
+        } else {
+            DiskQueue::Threads(start_disk_threads(slot.clone(), done))
+        };
+        Bench {
+            _dir: dir,
+            slot,
+            queue,
+            finished,
+        }
+    }
+
+    impl Bench {
+        fn next(&self) -> (u64, DiskResult) {
+            self.finished
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a job finished")
+        }
+    }
+
+    fn jobs_finish_with_their_tokens_and_data(ring: bool) {
+        let b = bench(ring);
+        // (Not aligned in memory: the ring writes an aligned copy.)
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 1) as u8).collect();
+        let write = DiskJob::Write {
+            token: 1,
+            offset: 4096,
+            data: Bytes::from(data.clone()),
+        };
+        b.queue.submit(write);
+        assert_eq!(b.next(), (1, Ok(None)));
+        b.queue.submit(DiskJob::Flush { token: 2 });
+        assert_eq!(b.next(), (2, Ok(None)));
+        b.queue.submit(DiskJob::Read {
+            token: 3,
+            offset: 4096,
+            len: 8192,
+        });
+        let (token, read) = b.next();
+        assert_eq!(token, 3);
+        assert_eq!(read.unwrap().unwrap().as_ref(), &data[..]);
+
+        // Many at once (more than wake the ring's thread one by one): each
+        // comes back once, and each block holds its own write.
+        for token in 10..138u64 {
+            let block = vec![token as u8; 4096];
+            let offset = (token - 10) * 4096;
+            b.queue.submit(DiskJob::Write {
+                token,
+                offset,
+                data: Bytes::from_owner(AlignedBuf::copy_of(&block, 4096).unwrap()),
+            });
+        }
+        let mut tokens: Vec<u64> = (10..138).map(|_| b.next().0).collect();
+        tokens.sort_unstable();
+        assert_eq!(tokens, (10..138).collect::<Vec<u64>>());
+        b.queue.submit(DiskJob::Read {
+            token: 200,
+            offset: 0,
+            len: 128 * 4096,
+        });
+        let (_, read) = b.next();
+        let read = read.unwrap().unwrap();
+        for (i, block) in read.chunks(4096).enumerate() {
+            assert!(block.iter().all(|&x| x == 10 + i as u8), "block {i}");
+        }
+
+        // Without a disk (detached), a job fails rather than vanishing.
+        *b.slot.lock().unwrap() = None;
+        b.queue.submit(DiskJob::Flush { token: 300 });
+        assert_eq!(b.next(), (300, Err(())));
+    }
+
+    #[test]
+    fn the_ring_finishes_every_job_with_its_token_and_data() {
+        jobs_finish_with_their_tokens_and_data(true);
+    }
+
+    #[test]
+    fn the_disk_threads_finish_every_job_with_its_token_and_data() {
+        jobs_finish_with_their_tokens_and_data(false);
+    }
 }

@@ -32,7 +32,7 @@ use replication::{
 
 use crate::control::{PeerStatus, ResourceStatus};
 use crate::device::{self, EngineDevice};
-use crate::disk_queue::{DiskJob, DiskQueue, DiskSlot};
+use crate::disk_queue::{DiskJob, DiskQueue, DiskSlot, DoneSink};
 use crate::meta_store::{MetaStore, Opened, AL_EXTENT_BLOCKS};
 use crate::spec::ResourceSpec;
 use crate::transport::{Connection, Flushes, PeerLink, Transport};
@@ -274,7 +274,11 @@ impl ResourceHost {
         });
 
         let disk_slot: DiskSlot = Arc::new(Mutex::new(Some(disk)));
-        let jobs = Arc::new(DiskQueue::start(&name, disk_slot.clone(), events.clone()));
+        let disk_done: DoneSink = {
+            let events = events.clone();
+            Arc::new(move |token, result| events.send(HostMsg::DiskDone { token, result }).is_ok())
+        };
+        let jobs = Arc::new(DiskQueue::start(&name, disk_slot.clone(), disk_done));
         let mut state = EngineState {
             name: name.clone(),
             engine,
