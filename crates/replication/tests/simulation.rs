@@ -104,6 +104,12 @@ struct Node {
 enum AppRequest {
     Write(Vec<(u64, u64)>),
     Flush,
+    /// A read of blocks from `block`, and the tag each had acknowledged when
+    /// it was issued.
+    Read {
+        block: u64,
+        acked: Vec<u64>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -132,6 +138,8 @@ struct BlockModel {
     /// since that flush began.
     flushed: u64,
     since_flush: Vec<u64>,
+    /// Every tag ever issued to the block.
+    issued: HashSet<u64>,
 }
 
 struct Sim {
@@ -149,6 +157,8 @@ struct Sim {
     /// Tags of writes in flight when a flush was issued: flush id → snapshot.
     flush_snapshots: HashMap<u64, Vec<u64>>,
     crashes: u32,
+    /// Application reads whose data `check_read` compared with the model.
+    reads_checked: u32,
     notes: Vec<Note>,
     trace: Vec<String>,
     /// Blocks the application wrote (cleared when a verify starts).
@@ -185,6 +195,7 @@ impl Sim {
             next_tag: 1,
             flush_snapshots: HashMap::new(),
             crashes: 0,
+            reads_checked: 0,
             notes: Vec::new(),
             trace: Vec::new(),
             written: HashSet::new(),
@@ -395,7 +406,14 @@ impl Sim {
                     self.nodes[id as usize].wants.remove(&peer);
                     self.break_link(id, peer, Some(id));
                 }
-                Action::Complete { id: rid, result } => self.app_completed(id, rid, result.is_ok()),
+                Action::Complete { id: rid, result } => {
+                    if let (Ok(Some(data)), Some(AppRequest::Read { block, acked })) =
+                        (&result, self.nodes[id as usize].app.get(&rid))
+                    {
+                        self.check_read(id, *block, acked.clone(), data);
+                    }
+                    self.app_completed(id, rid, result.is_ok())
+                }
                 Action::AdminDone { id: rid, result } => {
                     self.trace
                         .push(format!("node {id}: admin {rid} -> {result:?}"));
@@ -464,6 +482,7 @@ impl Sim {
                     }
                 }
             }
+            AppRequest::Read { .. } => {}
             AppRequest::Flush => {
                 let snapshot = self.flush_snapshots.remove(&rid).unwrap_or_default();
                 if ok {
@@ -482,6 +501,33 @@ impl Sim {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A read returns, for each block, what was acknowledged when it was
+    /// issued or a write to that block issued after that one: never older
+    /// data, never another block's. (What a test wrote behind the engine's
+    /// back, or nothing, is older than any write.)
+    fn check_read(&mut self, id: u8, block: u64, acked: Vec<u64>, data: &[u8]) {
+        self.reads_checked += 1;
+        if data.len() != acked.len() * BLOCK_SIZE {
+            self.fail(&format!(
+                "node {id}: a read of {} blocks returned {} bytes",
+                acked.len(),
+                data.len()
+            ));
+        }
+        for (i, (chunk, then)) in data.chunks(BLOCK_SIZE).zip(acked).enumerate() {
+            let b = block + i as u64;
+            let got = tag_of(chunk);
+            let model = &self.model[b as usize];
+            let newer = model.issued.contains(&got)
+                && (!model.issued.contains(&then) || got >> 8 > then >> 8);
+            if got != then && !newer {
+                self.fail(&format!(
+                    "node {id}: read block {b} = {got:#x}; acknowledged when read {then:#x}"
+                ));
             }
         }
     }
@@ -516,6 +562,28 @@ impl Sim {
         } else {
             1 + self.rng.below(3)
         };
+        // (With two Primaries, or a split brain, there is no one order of
+        // writes for a read to be checked against.)
+        let one_order = !matches!(self.mode, Mode::DualPrimary | Mode::SplitBrain);
+        if one_order && self.rng.chance(5) {
+            let block = self.rng.below(BLOCKS - count);
+            let acked = (block..block + count)
+                .map(|b| self.model[b as usize].acked)
+                .collect();
+            self.trace
+                .push(format!("node {id}: app read {rid} {block}+{count}"));
+            let read = AppRequest::Read { block, acked };
+            self.nodes[id as usize].app.insert(rid, read);
+            self.event(
+                id,
+                Event::Read {
+                    id: rid,
+                    block,
+                    count,
+                },
+            );
+            return;
+        }
         let block = if self.mode == Mode::DualPrimary {
             // Each Primary mostly writes its own blocks (as a cluster filesystem
             // under its locks does), and now and then a few shared ones.
@@ -538,6 +606,7 @@ impl Sim {
             let model = &mut self.model[b as usize];
             model.pending.push(tag);
             model.since_flush.push(tag);
+            model.issued.insert(tag);
         }
         self.trace
             .push(format!("node {id}: app write {rid} {written:x?}"));
@@ -1012,14 +1081,17 @@ fn seeds(base: u64, share: u64) -> std::ops::Range<u64> {
 #[test]
 fn failover_keeps_every_acknowledged_write() {
     let mut failovers = 0;
+    let mut reads = 0;
     for seed in seeds(0, 1) {
         let sim = run(seed, Mode::Failover, 3000);
         failovers += sim.crashes;
+        reads += sim.reads_checked;
     }
     assert!(
         failovers > 0,
         "the runs crashed nothing: the test tests nothing"
     );
+    assert!(reads > 0, "no read was checked against the model");
 }
 
 #[test]
