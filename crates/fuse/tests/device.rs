@@ -19,15 +19,24 @@ use fuse::{DeviceMount, OpenGate, ServeOptions};
 /// sends FUSE `flush`, which would make "not durable before fsync" flaky.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-#[test]
-fn file_io_fsync_and_gate() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !common::privileged() {
-        return;
-    }
+/// What each test here starts from: the others' FUSE mounts kept apart, and an
+/// empty directory (`dir/fuse`) to serve on.
+fn mount_point() -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::require_privileged();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("fuse");
     std::fs::create_dir(&mnt).unwrap();
+    (serial, dir, mnt)
+}
+
+#[test]
+fn file_io_fsync_and_gate() {
+    let (_serial, _dir, mnt) = mount_point();
     let dev = Arc::new(FaultyDevice::new(MemoryDevice::new(8 << 20)));
     let gate = OpenGate::new(true);
     let mount =
@@ -144,13 +153,7 @@ impl BlockDevice for StallingDevice {
 
 #[test]
 fn shutdown_aborts_a_stuck_request() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !common::privileged() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("fuse");
-    std::fs::create_dir(&mnt).unwrap();
+    let (_serial, _dir, mnt) = mount_point();
     let dev = Arc::new(StallingDevice {
         inner: MemoryDevice::new(1 << 20),
         stalled: Mutex::new(true),
@@ -262,13 +265,7 @@ impl BlockDevice for LaterDevice {
 
 #[test]
 fn writes_are_answered_from_the_thread_that_completes_them() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !common::privileged() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("fuse");
-    std::fs::create_dir(&mnt).unwrap();
+    let (_serial, _dir, mnt) = mount_point();
     const WRITERS: usize = 6;
     let dev = Arc::new(LaterDevice {
         inner: Arc::new(MemoryDevice::new(1 << 20)),

@@ -47,9 +47,7 @@ fn sys(lo: &LoopDevice, file: &str) -> String {
 
 #[test]
 fn xfs_on_a_loop_device_over_the_fuse_file() {
-    if !common::privileged() {
-        return;
-    }
+    common::require_privileged();
     let dir = tempfile::tempdir().unwrap();
     let gate = OpenGate::new(true);
     let (mount, backing) = serve(dir.path(), &gate);
@@ -102,9 +100,7 @@ fn xfs_on_a_loop_device_over_the_fuse_file() {
 
 #[test]
 fn the_closed_gate_refuses_losetup_and_mount() {
-    if !common::privileged() {
-        return;
-    }
+    common::require_privileged();
     let dir = tempfile::tempdir().unwrap();
     let gate = OpenGate::new(true);
     let (mount, backing) = serve(dir.path(), &gate);

@@ -9,15 +9,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Whether this machine can run the tests (root, FUSE, loop devices).
-pub fn privileged() -> bool {
+/// Fails the test unless this machine can run it (root, FUSE, loop
+/// devices): a test that cannot run must not pass as if it had.
+pub fn require_privileged() {
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let ok = root && Path::new("/dev/fuse").exists() && Path::new("/dev/loop-control").exists();
-    if !ok {
-        eprintln!("skipped: needs root, /dev/fuse and /dev/loop-control");
-    }
-    ok
+    assert!(
+        ok,
+        "needs root, /dev/fuse and /dev/loop-control (scripts/test runs the tests as root)"
+    );
 }
 
 /// Runs `cmd args` under `timeout 60` (killed 5 s later if it ignores TERM).
