@@ -43,6 +43,10 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 const READ_BUFFER: usize = 2 * (HEADER_LEN + MAX_PAYLOAD) + READ_AT_LEAST;
 /// A read is never smaller than this, if the buffer can help it.
 const READ_AT_LEAST: usize = 64 << 10;
+/// Nor larger than this: a read that took a whole large frame into the
+/// buffer would cost a copy of its block data that reading it apart avoids,
+/// so a large frame's head is seen before most of its block data is read.
+const READ_AT_MOST: usize = 64 << 10;
 /// Block data from this size on is read apart from the buffer, straight into
 /// aligned memory (below it, the frame usually comes whole in one read).
 const READ_APART: usize = 64 << 10;
@@ -607,7 +611,8 @@ fn read_loop(
             buffer.copy_within(start..end, 0);
             (start, end) = (0, end - start);
         }
-        match stream.read(&mut buffer[end..]) {
+        let room = end..buffer.len().min(end + READ_AT_MOST);
+        match stream.read(&mut buffer[room]) {
             Ok(0) => return,
             Ok(n) => end += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
