@@ -400,7 +400,10 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
         Request::Ping => Response::Ok,
         Request::Up(spec) => {
             if table.contains_key(&spec.name) {
-                Response::Ok
+                // `adjust` of a resource that is up: what can change while it
+                // runs (the resync rate) takes effect.
+                let budget_per_tick = crate::host::resync_budget_per_tick(spec.resync_rate);
+                admin(&table, &spec.name, Admin::ResyncRate { budget_per_tick })
             } else {
                 start(&mut table, spec)
             }

@@ -198,6 +198,12 @@ pub struct ResourceHost {
     nbd: Option<nbd::NbdServer>,
 }
 
+/// The engine's resync budget for a rate in bytes per second: what one tick
+/// grants (a run larger than that leaves a debt later ticks pay off).
+pub(crate) fn resync_budget_per_tick(rate: Option<u64>) -> Option<u64> {
+    rate.map(|r| r.saturating_mul(TICK.as_millis() as u64) / 1000)
+}
+
 pub(crate) fn log(resource: &str, what: impl std::fmt::Display) {
     eprintln!("tandemd: {resource}: {what}");
 }
@@ -234,6 +240,7 @@ impl ResourceHost {
             al_extents: opened.al_extents,
             resync_window: 64,
             epoch_writes: 256,
+            resync_budget_per_tick: resync_budget_per_tick(spec.resync_rate),
         };
         let seed = random_seed();
         let (engine, first_actions) = Resource::open(config, opened.meta, seed);

@@ -21,6 +21,10 @@ pub struct ResourceSpec {
     /// "A", "B" or "C".
     pub protocol: String,
     pub allow_two_primaries: bool,
+    /// Most bytes per second a resync or online verify reads (from
+    /// `resync-rate` or `c-max-rate`); `None`: no limit.
+    #[serde(default)]
+    pub resync_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

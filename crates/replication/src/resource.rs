@@ -65,6 +65,10 @@ pub struct Config {
     pub resync_window: usize,
     /// An epoch is closed after this many writes even without a flush or tick.
     pub epoch_writes: u32,
+    /// Bytes a resync (or online verify) with one peer may read per tick, the
+    /// resync rate (DRBD's `resync-rate`, `c-max-rate`) times the host's tick;
+    /// `None`: as fast as the disks and the network go.
+    pub resync_budget_per_tick: Option<u64>,
 }
 
 impl Config {
@@ -80,6 +84,7 @@ impl Config {
             al_extents: 1237,
             resync_window: 16,
             epoch_writes: 256,
+            resync_budget_per_tick: None,
         }
     }
 }
@@ -176,6 +181,11 @@ pub enum Admin {
     PauseSync {
         peer: NodeId,
         paused: bool,
+    },
+    /// A new resync rate (`drbdadm adjust` after the configuration changed):
+    /// see [`Config::resync_budget_per_tick`].
+    ResyncRate {
+        budget_per_tick: Option<u64>,
     },
 }
 
@@ -485,6 +495,9 @@ struct Peer {
     resync_sent: HashSet<u64>,
     /// Runs (reads, or data sent and not yet acked) in flight.
     resync_runs: usize,
+    /// Bytes the resync or verify with this peer may still read before the
+    /// next tick (below zero after a run larger than what was left).
+    resync_budget: i64,
     /// Everything was copied and SyncDone sent; waiting for the target to say
     /// it is UpToDate (after flushing) before the generations move on.
     sync_done_sent: bool,
@@ -606,6 +619,7 @@ impl Resource {
                     resync_dirtied: HashSet::new(),
                     resync_sent: HashSet::new(),
                     resync_runs: 0,
+                    resync_budget: budget_at_start(config.resync_budget_per_tick),
                     sync_done_sent: false,
                     paused_here: false,
                     paused_by_peer: false,
@@ -682,7 +696,11 @@ impl Resource {
             }
             Event::Tick => {
                 self.close_epochs();
+                let per_tick = budget_at_start(self.config.resync_budget_per_tick);
                 for p in 0..self.peers.len() {
+                    // What a tick grants does not pile up while nothing syncs.
+                    let budget = &mut self.peers[p].resync_budget;
+                    *budget = (*budget).saturating_add(per_tick).min(per_tick);
                     self.pump_resync(p);
                     self.pump_verify(p);
                     self.pump_verify_target(p);
@@ -844,6 +862,22 @@ impl Resource {
                     Ok(())
                 }
             },
+            Admin::ResyncRate { budget_per_tick } => {
+                self.config.resync_budget_per_tick = budget_per_tick;
+                let start = budget_at_start(budget_per_tick);
+                for p in 0..self.peers.len() {
+                    // A lower rate holds from now on, a higher one from the
+                    // next tick; no limit at all, at once.
+                    let budget = &mut self.peers[p].resync_budget;
+                    *budget = match budget_per_tick {
+                        None => start,
+                        Some(_) => (*budget).min(start),
+                    };
+                    self.pump_resync(p);
+                    self.pump_verify(p);
+                }
+                Ok(())
+            }
             Admin::InvalidateRemote { peer } => match self.peer_index(peer) {
                 None => Err(AdminError::UnknownPeer),
                 Some(p) => self.invalidate_remote(p),
@@ -2344,15 +2378,28 @@ impl Resource {
         self.persist();
     }
 
-    /// Keeps up to `resync_window` resync reads in flight; finishes the resync when
-    /// the bitmap is clear.
+    /// Blocks in one resync or verify run: at most `most`, and under a rate
+    /// limit at most one tick's worth, so the reads spread over the ticks.
+    fn resync_run_blocks(&self, most: u64) -> u64 {
+        match self.config.resync_budget_per_tick {
+            None => most,
+            Some(bytes) => (bytes / BLOCK_SIZE as u64).clamp(1, most),
+        }
+    }
+
+    /// Keeps up to `resync_window` resync reads in flight, within the rate
+    /// limit's budget; finishes the resync when the bitmap is clear.
     fn pump_resync(&mut self, p: usize) {
         if self.peers[p].repl != ReplState::SyncSource || !self.peers[p].handshake_done() {
             return;
         }
         let mut wrapped = false;
         let paused = self.peers[p].paused_here || self.peers[p].paused_by_peer;
-        while !paused && self.peers[p].resync_runs < self.config.resync_window {
+        while !paused
+            && self.peers[p].resync_runs < self.config.resync_window
+            && self.peers[p].resync_budget > 0
+        {
+            let run_blocks = self.resync_run_blocks(RESYNC_RUN_BLOCKS);
             let peer = &self.peers[p];
             let busy = |block: u64| {
                 peer.resync_reading.contains(&block)
@@ -2374,7 +2421,7 @@ impl Resource {
                 Some(block) => {
                     // A run of contiguous out-of-sync blocks, read and sent at once.
                     let mut count = 1;
-                    while count < RESYNC_RUN_BLOCKS
+                    while count < run_blocks
                         && peer.bitmap.get(block + count)
                         && !busy(block + count)
                     {
@@ -2385,6 +2432,7 @@ impl Resource {
                     peer.resync_cursor = block + count;
                     peer.resync_reading.extend(block..block + count);
                     peer.resync_runs += 1;
+                    peer.resync_budget -= (count * BLOCK_SIZE as u64) as i64;
                     let token = self.token(Op::ResyncRead {
                         peer: p,
                         gen,
@@ -2533,16 +2581,16 @@ impl Resource {
             return;
         }
         let blocks = self.config.blocks;
-        while self.peers[p].verify.runs < self.config.resync_window {
+        while self.peers[p].verify.runs < self.config.resync_window
+            && self.peers[p].resync_budget > 0
+        {
+            let run_blocks = self.resync_run_blocks(VERIFY_RUN_BLOCKS);
             let first = self.peers[p].verify.cursor;
             if first >= blocks || self.block_busy(first) {
                 break;
             }
             let mut count = 1;
-            while count < VERIFY_RUN_BLOCKS
-                && first + count < blocks
-                && !self.block_busy(first + count)
-            {
+            while count < run_blocks && first + count < blocks && !self.block_busy(first + count) {
                 count += 1;
             }
             let gen = self.peers[p].gen;
@@ -2550,6 +2598,7 @@ impl Resource {
             verify.cursor = first + count;
             verify.runs += 1;
             verify.busy.extend(first..first + count);
+            self.peers[p].resync_budget -= (count * BLOCK_SIZE as u64) as i64;
             let token = self.token(Op::VerifyRead {
                 peer: p,
                 gen,
@@ -2845,4 +2894,10 @@ impl Resource {
         self.persist();
         Ok(())
     }
+}
+
+/// A peer's resync budget when a tick has just refilled it: unlimited is a
+/// budget no run exhausts.
+fn budget_at_start(per_tick: Option<u64>) -> i64 {
+    per_tick.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64)
 }

@@ -25,6 +25,8 @@ use replication::{
 };
 
 const BLOCKS: u64 = 96;
+/// Bytes in a block.
+const BLOCK: u64 = replication::BLOCK_SIZE as u64;
 
 use simkit::Rng;
 
@@ -159,6 +161,9 @@ struct Sim {
     crashes: u32,
     /// Application reads whose data `check_read` compared with the model.
     reads_checked: u32,
+    /// Per node: bytes of every disk read the engine issued, and its ticks.
+    bytes_read: [u64; 2],
+    ticks: [u64; 2],
     notes: Vec<Note>,
     trace: Vec<String>,
     /// Blocks the application wrote (cleared when a verify starts).
@@ -182,6 +187,10 @@ impl Sim {
         config.al_extents = 3 + rng.below(4) as usize;
         config.resync_window = 1 + rng.below(8) as usize;
         config.epoch_writes = 1 + rng.below(6) as u32;
+        // A third of the runs resync under a rate limit of 1 to 16 blocks a tick.
+        if rng.below(3) == 0 {
+            config.resync_budget_per_tick = Some(BLOCK * (1 + rng.below(16)));
+        }
         let mut sim = Sim {
             rng,
             mode,
@@ -196,6 +205,8 @@ impl Sim {
             flush_snapshots: HashMap::new(),
             crashes: 0,
             reads_checked: 0,
+            bytes_read: [0; 2],
+            ticks: [0; 2],
             notes: Vec::new(),
             trace: Vec::new(),
             written: HashSet::new(),
@@ -340,6 +351,9 @@ impl Sim {
         let Some(engine) = self.nodes[id as usize].engine.as_mut() else {
             return;
         };
+        if matches!(event, Event::Tick) {
+            self.ticks[id as usize] += 1;
+        }
         let actions = engine.handle(event);
         self.apply(id, actions);
     }
@@ -373,9 +387,12 @@ impl Sim {
                     token,
                     block,
                     count,
-                } => self.nodes[id as usize]
-                    .disk_ops
-                    .push((token, DiskOp::Read { block, count })),
+                } => {
+                    self.bytes_read[id as usize] += count * BLOCK;
+                    self.nodes[id as usize]
+                        .disk_ops
+                        .push((token, DiskOp::Read { block, count }))
+                }
                 Action::DiskFlush { token } => {
                     let mark = self.nodes[id as usize].disk.completions;
                     self.nodes[id as usize]
@@ -1677,5 +1694,59 @@ fn attach_resyncs_exactly_the_blocks_written_while_detached() {
                 sim.written
             ));
         }
+    }
+}
+
+#[test]
+fn a_rate_limited_resync_reads_no_more_than_its_budget_and_finishes() {
+    for seed in seeds(9_000_000, 4) {
+        let mut sim = Sim::new(seed, Mode::Failover);
+        sim.wait_established();
+        let blocks_per_tick = 1 + sim.rng.below(8);
+        let budget = blocks_per_tick * BLOCK;
+        for id in 0..2u8 {
+            let command = Admin::ResyncRate {
+                budget_per_tick: Some(budget),
+            };
+            sim.admin_ok(id, command, "resync rate refused");
+        }
+        let (read_before, ticks_before) = (sim.bytes_read[0], sim.ticks[0]);
+        // Fresh disks: the whole device goes from node 0 to node 1, and the
+        // application does nothing meanwhile, so node 0 reads only for it.
+        sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
+        for _ in 0..200_000 {
+            if sim.converged() {
+                break;
+            }
+            sim.step(false);
+            let read = sim.bytes_read[0] - read_before;
+            let granted = budget * (sim.ticks[0] - ticks_before + 1);
+            // A run never exceeds one tick's budget, so the debt it can leave
+            // is less than that.
+            if read > granted + budget {
+                sim.fail(&format!(
+                    "read {read} bytes for the resync with {granted} granted over {} ticks",
+                    sim.ticks[0] - ticks_before
+                ));
+            }
+        }
+        if !sim.converged() {
+            sim.fail("a rate-limited resync never finished");
+        }
+        sim.check_converged();
+        let ticks = sim.ticks[0] - ticks_before;
+        if ticks + 2 < BLOCKS / blocks_per_tick {
+            sim.fail(&format!(
+                "{BLOCKS} blocks at {blocks_per_tick} a tick in only {ticks} ticks"
+            ));
+        }
+        // Lifting the limit lets the next resync go at full speed.
+        sim.admin_ok(
+            0,
+            Admin::ResyncRate {
+                budget_per_tick: None,
+            },
+            "limit not lifted",
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! `drbdadm verify`, `invalidate`/`invalidate-remote`, `new-current-uuid
-//! --clear-bitmap`, `pause-sync`/`resume-sync`, `outdate` and
-//! `detach`/`attach` end to end in the lab: real daemons, real TCP, the backing disks compared byte for
+//! --clear-bitmap`, `pause-sync`/`resume-sync`, `outdate`,
+//! `detach`/`attach` and resync rate limits with `adjust` end to end in the lab: real daemons, real TCP, the backing disks compared byte for
 //! byte at the end.
 //!
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{TestLab, IN_SYNC};
+use common::{TestLab, IN_SYNC, R0};
 
 fn wait_for_log(lab: &TestLab, node: &str, wanted: &str, limit: Duration) -> String {
     let start = Instant::now();
@@ -331,5 +331,45 @@ fn detach_and_attach_on_the_secondary_resync_only_the_blocks_written_meanwhile()
         starts[before].contains("started as SyncSource (40 KiB out of sync)"),
         "only the 10 written blocks: {starts:?}"
     );
+    assert_disks_identical(&lab);
+}
+
+/// The `done:` percentage in a status line, if any.
+fn done_percent(status: &str) -> Option<f64> {
+    let at = status.find("done:")? + "done:".len();
+    status[at..].split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_resync_rate_limit_holds_the_sync_back_until_adjust_lifts_it() {
+    let lab = TestLab::up("vd-rate", 2);
+    // DRBD 9: the dynamic controller (c-plan-ahead > 0) goes no faster than
+    // c-max-rate.
+    let limited = R0.replace(
+        "  syncer {",
+        "  disk {\n    c-max-rate 4M;\n  }\n  syncer {",
+    );
+    lab.up_fresh(&limited);
+    lab.ok("nodo1", "drbdadm primary --force r0");
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let status = lab.ok("nodo1", "drbdadm status r0");
+    let seconds = started.elapsed().as_secs_f64();
+    let done = done_percent(&status).unwrap_or_else(|| panic!("no done: in\n{status}"));
+    // 4 MiB/s of the 1 GiB disk is 0.39% a second; unlimited, the lab's disks
+    // sync the whole of it in well under a second.
+    let most = 0.39 * (seconds + 0.5);
+    assert!(
+        done > 0.0 && done < most,
+        "done:{done} after {seconds:.1} s at 4 MiB/s (at most {most:.2}):\n{status}"
+    );
+    assert!(status.contains("replication:SyncSource"), "{status}");
+
+    // The limit gone from the configuration, `adjust` applies it to the
+    // running resource.
+    lab.install_r0("nodo1", R0);
+    lab.ok("nodo1", "drbdadm adjust r0");
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(60));
+    lab.ok("nodo2", "drbdadm wait-sync r0");
     assert_disks_identical(&lab);
 }

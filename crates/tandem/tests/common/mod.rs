@@ -133,14 +133,25 @@ impl TestLab {
 
     /// [`R0`] on both nodes with fresh meta-data, connected, not synced.
     pub fn up_fresh_r0(&self) {
-        let res = self.dir.join("r0.res");
-        std::fs::write(&res, R0).unwrap();
+        self.up_fresh(R0);
+    }
+
+    /// `r0` as `config` (a variant of [`R0`]) on both nodes with fresh
+    /// meta-data, connected, not synced.
+    pub fn up_fresh(&self, config: &str) {
         for node in ["nodo1", "nodo2"] {
-            self.ok(node, &format!("cp {} /etc/drbd.d/r0.res", res.display()));
+            self.install_r0(node, config);
             self.ok(node, "drbdadm create-md r0 >/dev/null 2>&1");
             self.ok(node, "drbdadm up r0");
         }
         self.ok("nodo1", "drbdadm wait-connect r0");
+    }
+
+    /// Writes `config` as the node's `/etc/drbd.d/r0.res`.
+    pub fn install_r0(&self, node: &str, config: &str) {
+        let res = self.dir.join(format!("r0-{node}.res"));
+        std::fs::write(&res, config).unwrap();
+        self.ok(node, &format!("cp {} /etc/drbd.d/r0.res", res.display()));
     }
 
     /// The backing file of a node's disk (`sdb`, `sdc`).

@@ -148,7 +148,29 @@ pub fn spec_of(r: &Resource) -> Result<ResourceSpec, Failure> {
         peers,
         protocol: r.protocol().to_string(),
         allow_two_primaries: r.sections.net.flag("allow-two-primaries").unwrap_or(false),
+        resync_rate: resync_rate_of(r),
     })
+}
+
+/// The resync rate limit in bytes per second, as DRBD reads its options:
+/// `c-plan-ahead 0` turns the dynamic controller off and a resync goes at
+/// `resync-rate` (default 250 KiB/s); otherwise the controller may go up to
+/// `c-max-rate`. Only a `c-max-rate` given in the configuration limits it
+/// here (0: no limit): DRBD's default, 100 MiB/s, would hold back a resync
+/// between disks that are faster, and none is what we measure against.
+fn resync_rate_of(r: &Resource) -> Option<u64> {
+    let option = |name| {
+        r.sections
+            .peer_device
+            .number(name)
+            .or_else(|| r.sections.disk.number(name))
+    };
+    let kib = if option("c-plan-ahead") == Some(0) {
+        Some(option("resync-rate").unwrap_or(250))
+    } else {
+        option("c-max-rate").filter(|&kib| kib > 0)
+    };
+    kib.map(|kib| kib.saturating_mul(1024))
 }
 
 fn call(request: &Request) -> Result<Response, Failure> {
