@@ -621,6 +621,12 @@ impl EngineState {
                     let _ = reply.send(Err(admin_message(&self.name, AdminError::Attached)));
                     return;
                 }
+                // The engine refuses it too; refused here, the disk is not
+                // taken up only to be let go.
+                if self.engine.role() == Role::Primary {
+                    let _ = reply.send(Err(admin_message(&self.name, AdminError::PrimaryAttach)));
+                    return;
+                }
                 if opened.blocks != self.blocks {
                     let _ = reply.send(Err(format!(
                         "{}: the disk now has {} blocks, the device {}",
@@ -824,7 +830,13 @@ fn admin_message(resource: &str, e: AdminError) -> String {
         AdminError::Handshaking => "(-10) Concurrent state changes detected and aborted",
         AdminError::NeedConnection => "(-15) Need a connection to start verify or resync",
         AdminError::PrimaryDetach => {
-            "(-2) Need access to UpToDate data (a Primary keeps its disk in tandem: demote it first)"
+            "(-2) Need access to UpToDate data (a Primary detaches only while a connected peer has UpToDate data, in sync with it)"
+        }
+        AdminError::DisklessPrimaryUses => {
+            "(-2) Need access to UpToDate data (a diskless Primary uses this disk: demote it first)"
+        }
+        AdminError::PrimaryAttach => {
+            "(-2) Need access to UpToDate data (a Primary takes a disk back only as Secondary in tandem: demote it first)"
         }
         AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
         AdminError::ConnectedOutdate => "(-6) Refusing to be Outdated while Connected",

@@ -30,6 +30,10 @@ pub const MAX_PAYLOAD: usize = 2 << 20;
 const DATA_FIELDS: usize = 24;
 /// Payload bytes before the block data of `ResyncData` (block).
 const RESYNC_DATA_FIELDS: usize = 8;
+/// Payload bytes before the block data of `DataReply` (req, status).
+const DATA_REPLY_FIELDS: usize = 9;
+/// The most blocks one `DataRequest` asks for: 1 MiB.
+pub const DATA_REQUEST_MAX_BLOCKS: u32 = 256;
 
 /// DRBD's replication protocols: when a write counts as done on a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +170,31 @@ pub enum Message {
     SyncPause {
         paused: bool,
     },
+    /// A Primary without a disk of its own reads `count` blocks from `block`
+    /// on the receiver's UpToDate disk (DRBD's P_DATA_REQUEST); at most
+    /// [`DATA_REQUEST_MAX_BLOCKS`]. `req` names the request in the reply.
+    DataRequest {
+        req: u64,
+        block: u64,
+        count: u32,
+    },
+    /// The answer to a `DataRequest`: the blocks, or `None` when the sender
+    /// could not read them (its disk failed, or is not UpToDate).
+    DataReply {
+        req: u64,
+        data: Option<Bytes>,
+    },
+    /// A Primary about to detach its disk: will the receiver keep its
+    /// UpToDate one (not detach) while the sender serves I/O from it?
+    KeepDiskRequest {
+        tid: u64,
+    },
+    /// The answer: `granted` when the receiver's disk is UpToDate and stays
+    /// (its own detach is refused until it hears the sender's new state).
+    KeepDiskReply {
+        tid: u64,
+        granted: bool,
+    },
 }
 
 /// The longest run one verify request covers: a bit per block of a `u64`.
@@ -195,6 +224,10 @@ enum Kind {
     SyncRequest = 19,
     SkipSync = 20,
     SyncPause = 21,
+    DataRequest = 22,
+    DataReply = 23,
+    KeepDiskRequest = 24,
+    KeepDiskReply = 25,
 }
 
 impl Kind {
@@ -222,6 +255,10 @@ impl Kind {
             19 => SyncRequest,
             20 => SkipSync,
             21 => SyncPause,
+            22 => DataRequest,
+            23 => DataReply,
+            24 => KeepDiskRequest,
+            25 => KeepDiskReply,
             _ => return None,
         })
     }
@@ -284,8 +321,8 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.u8(role_code(*role));
             w.u8(disk_code(*disk));
         }
-        Message::PromoteRequest { tid } => w.u64(*tid),
-        Message::PromoteReply { tid, granted } => {
+        Message::PromoteRequest { tid } | Message::KeepDiskRequest { tid } => w.u64(*tid),
+        Message::PromoteReply { tid, granted } | Message::KeepDiskReply { tid, granted } => {
             w.u64(*tid);
             w.u8(u8::from(*granted));
         }
@@ -339,6 +376,21 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
         Message::SyncRequest => {}
         Message::SkipSync { current } => w.u64(*current),
         Message::SyncPause { paused } => w.0.push(u8::from(*paused)),
+        Message::DataRequest { req, block, count } => {
+            w.u64(*req);
+            w.u64(*block);
+            w.0.extend_from_slice(&count.to_be_bytes());
+        }
+        Message::DataReply { req, data } => {
+            w.u64(*req);
+            match data {
+                Some(data) => {
+                    w.u8(0);
+                    w.0.extend_from_slice(data);
+                }
+                None => w.u8(1),
+            }
+        }
     }
     let len = (out.len() - start - HEADER_LEN) as u32;
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
@@ -369,6 +421,16 @@ pub fn encode_split(message: Message, out: &mut Vec<u8>) -> Option<Bytes> {
             Message::ResyncData {
                 block,
                 data: Bytes::new(),
+            },
+            data,
+        ),
+        Message::DataReply {
+            req,
+            data: Some(data),
+        } => (
+            Message::DataReply {
+                req,
+                data: Some(Bytes::new()),
             },
             data,
         ),
@@ -414,6 +476,7 @@ pub fn bulk_split(bytes: &[u8]) -> Option<(usize, usize)> {
     let fixed = match kind {
         Kind::Data => DATA_FIELDS,
         Kind::ResyncData => RESYNC_DATA_FIELDS,
+        Kind::DataReply => DATA_REPLY_FIELDS,
         _ => return None,
     };
     (len > fixed).then_some((HEADER_LEN + fixed, HEADER_LEN + len))
@@ -525,6 +588,11 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
             tid: r.u64("tid")?,
             granted: r.bool("granted")?,
         },
+        Kind::KeepDiskRequest => Message::KeepDiskRequest { tid: r.u64("tid")? },
+        Kind::KeepDiskReply => Message::KeepDiskReply {
+            tid: r.u64("tid")?,
+            granted: r.bool("granted")?,
+        },
         Kind::Data => {
             let seq = r.u64("seq")?;
             let epoch = r.u64("epoch")?;
@@ -619,6 +687,30 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
         Kind::SyncPause => Message::SyncPause {
             paused: r.bool("paused")?,
         },
+        Kind::DataRequest => {
+            let req = r.u64("req")?;
+            let block = r.u64("block")?;
+            let count = r.u32("count")?;
+            if count == 0 || count > DATA_REQUEST_MAX_BLOCKS {
+                return Err(r.bad(
+                    "count",
+                    format!("{count} is not 1 to {DATA_REQUEST_MAX_BLOCKS}"),
+                ));
+            }
+            Message::DataRequest { req, block, count }
+        }
+        Kind::DataReply => {
+            let req = r.u64("req")?;
+            let data = match r.u8("status")? {
+                0 => Some(r.blocks("data")?),
+                1 if matches!(r.blocks, Blocks::Given(Some(_))) => {
+                    return Err(r.bad("status", "1 (no data) before block data".into()))
+                }
+                1 => None,
+                other => return Err(r.bad("status", format!("{other} is not 0 or 1"))),
+            };
+            Message::DataReply { req, data }
+        }
     };
     if !r.bytes.is_empty() {
         return Err(r.bad("payload", format!("{} bytes left over", r.bytes.len())));
@@ -649,6 +741,10 @@ fn kind_of(message: &Message) -> Kind {
         Message::SyncRequest => Kind::SyncRequest,
         Message::SkipSync { .. } => Kind::SkipSync,
         Message::SyncPause { .. } => Kind::SyncPause,
+        Message::DataRequest { .. } => Kind::DataRequest,
+        Message::DataReply { .. } => Kind::DataReply,
+        Message::KeepDiskRequest { .. } => Kind::KeepDiskRequest,
+        Message::KeepDiskReply { .. } => Kind::KeepDiskReply,
     }
 }
 
@@ -675,6 +771,10 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::SyncRequest => "SyncRequest",
         Kind::SkipSync => "SkipSync",
         Kind::SyncPause => "SyncPause",
+        Kind::DataRequest => "DataRequest",
+        Kind::DataReply => "DataReply",
+        Kind::KeepDiskRequest => "KeepDiskRequest",
+        Kind::KeepDiskReply => "KeepDiskReply",
     }
 }
 
@@ -875,6 +975,24 @@ mod tests {
             Message::SyncRequest,
             Message::SkipSync { current: 0x1234 },
             Message::SyncPause { paused: true },
+            Message::DataRequest {
+                req: 12,
+                block: 300,
+                count: 256,
+            },
+            Message::DataReply {
+                req: 12,
+                data: Some(vec![9; 3 * BLOCK_SIZE].into()),
+            },
+            Message::DataReply {
+                req: 13,
+                data: None,
+            },
+            Message::KeepDiskRequest { tid: 4 },
+            Message::KeepDiskReply {
+                tid: 4,
+                granted: false,
+            },
         ]
     }
 
@@ -926,7 +1044,10 @@ mod tests {
             assert!(decode_apart(&head, bulk.slice(BLOCK_SIZE..)).is_err());
             apart += 1;
         }
-        assert_eq!(apart, 2, "the samples have one Data and one ResyncData");
+        assert_eq!(
+            apart, 3,
+            "the samples have one Data, one ResyncData and one DataReply with data"
+        );
     }
 
     #[test]

@@ -30,6 +30,13 @@
 //!   (the write itself is replicated, so the comparison would prove nothing).
 //! - A handshake between equal generations that finds out-of-sync bits (from a
 //!   verify) resyncs them: from the Primary, else from the lower node id.
+//! - A Primary may detach its disk while an Established, UpToDate peer in sync
+//!   with it promises to keep its own; its writes wait until that peer holds
+//!   everything the local disk does. Then it reads from the peer and writes
+//!   to peers only, each write done on a peer's WriteAck whatever the
+//!   protocol; the peer starts a new generation and marks what it writes for
+//!   the diskless Primary, so the disk attached again (as Secondary) resyncs
+//!   exactly that.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -37,7 +44,7 @@ use bytes::Bytes;
 
 use crate::bitmap::Bitmap;
 use crate::digest::VerifyAlg;
-use crate::message::{Hello, Message, Protocol, VERIFY_RUN_BLOCKS};
+use crate::message::{Hello, Message, Protocol, DATA_REQUEST_MAX_BLOCKS, VERIFY_RUN_BLOCKS};
 use crate::uuids::{self, push_history, HandshakeUuids, SyncDecision, HISTORY_LEN, JUST_CREATED};
 use crate::{ConnState, DiskState, NodeId, ReplState, Role, BLOCK_SIZE};
 
@@ -300,8 +307,12 @@ pub enum AdminError {
     Handshaking,
     #[error("need a connection to start verify or resync")]
     NeedConnection,
-    #[error("a Primary keeps its disk (demote it first)")]
+    #[error("a Primary keeps its disk unless a connected peer has UpToDate data")]
     PrimaryDetach,
+    #[error("a diskless Primary reads and writes this disk (demote it first)")]
+    DisklessPrimaryUses,
+    #[error("a Primary takes a disk back only as Secondary (demote it first)")]
+    PrimaryAttach,
     #[error("the device is attached to a disk (use detach first)")]
     Attached,
     #[error("a Primary cannot become sync target (demote it first)")]
@@ -392,6 +403,9 @@ enum Op {
         seq: u64,
         block: u64,
         count: u64,
+        /// Answer with WriteAck once written: protocol C, or a sender without
+        /// a disk (this copy is its only one).
+        write_ack: bool,
     },
     ResyncRead {
         peer: usize,
@@ -422,6 +436,12 @@ enum Op {
         block: u64,
         count: u64,
     },
+    /// A read for a diskless Primary peer's `DataRequest`.
+    ServeRead {
+        peer: usize,
+        gen: u64,
+        req: u64,
+    },
     /// The verify target reads a run to compare it with the source's digests.
     OvTargetRead {
         peer: usize,
@@ -438,6 +458,38 @@ struct Request {
     local_done: bool,
     local_failed: bool,
     waiting: Vec<Wait>,
+    /// On a Primary without a disk there is no local copy: the request
+    /// succeeds only if some peer confirmed it. The confirmations so far, when
+    /// it waits for any.
+    peer_confirmations: Option<u32>,
+}
+
+/// An application read a diskless Primary asked a peer for, in parts of at
+/// most [`DATA_REQUEST_MAX_BLOCKS`].
+#[derive(Debug)]
+struct RemoteRead {
+    parts: Vec<Option<Bytes>>,
+    missing: usize,
+}
+
+/// One `DataRequest` in flight: which read, which part, to which peer.
+#[derive(Debug)]
+struct RemotePart {
+    id: u64,
+    index: usize,
+    peer: usize,
+    count: u64,
+}
+
+/// A peer's `DataRequest`, waiting here until no write to its blocks is in
+/// flight (the peer must read every write it sent before asking).
+#[derive(Debug)]
+struct ServeRead {
+    peer: usize,
+    gen: u64,
+    req: u64,
+    block: u64,
+    count: u64,
 }
 
 /// What a request still waits for from a peer (by peer index).
@@ -447,6 +499,19 @@ enum Wait {
     Ack { peer: usize, seq: u64 },
     /// The barrier ack that makes every write up to an epoch stable on the peer.
     Barrier { peer: usize, epoch: u64 },
+}
+
+impl Request {
+    /// A peer confirmed what the waits `confirmed` picks out.
+    fn confirm(&mut self, confirmed: impl Fn(&Wait) -> bool) {
+        let before = self.waiting.len();
+        self.waiting.retain(|w| !confirmed(w));
+        if self.waiting.len() < before {
+            if let Some(n) = &mut self.peer_confirmations {
+                *n += 1;
+            }
+        }
+    }
 }
 
 impl Wait {
@@ -505,6 +570,9 @@ struct Peer {
     /// on the peer (as it last said on this connection).
     paused_here: bool,
     paused_by_peer: bool,
+    /// This node promised the peer (a Primary about to detach) to keep its
+    /// disk, and has not yet heard the peer's new state.
+    lends_disk: bool,
     // Resync as target.
     resync_writes: u32,
     sync_done: Option<u64>,
@@ -579,6 +647,28 @@ pub struct Resource {
     detaching: Option<u64>,
     /// The disk's state when it was detached (what its meta-data keep).
     detached_disk: DiskState,
+    /// Diskless Primary: application reads under way on peers, by request id,
+    /// and their parts in flight, by `DataRequest` number.
+    remote_reads: HashMap<u64, RemoteRead>,
+    remote_parts: HashMap<u64, RemotePart>,
+    next_req: u64,
+    /// Peers' `DataRequest`s not yet read, in arrival order.
+    serve_queue: VecDeque<ServeRead>,
+    /// A Primary's detach waiting for a peer's promise to keep its disk.
+    keep_disk_ask: Option<KeepDiskAsk>,
+    /// A Primary's detach the peer promised to serve (its admin request,
+    /// the peer): application writes are held until every earlier one is
+    /// done here and stable on that peer, so the peer's disk holds all the
+    /// local one does when the Primary lets it go.
+    primary_detach: Option<(u64, usize)>,
+}
+
+/// A Primary's detach asking peer `peer` (`KeepDiskRequest` number `tid`).
+#[derive(Debug)]
+struct KeepDiskAsk {
+    id: u64,
+    tid: u64,
+    peer: usize,
 }
 
 impl Resource {
@@ -623,6 +713,7 @@ impl Resource {
                     sync_done_sent: false,
                     paused_here: false,
                     paused_by_peer: false,
+                    lends_disk: false,
                     resync_writes: 0,
                     sync_done: None,
                     verify: Verify::default(),
@@ -653,6 +744,12 @@ impl Resource {
             out: Vec::new(),
             detaching: None,
             detached_disk: DiskState::Inconsistent,
+            remote_reads: HashMap::new(),
+            remote_parts: HashMap::new(),
+            next_req: 1,
+            serve_queue: VecDeque::new(),
+            keep_disk_ask: None,
+            primary_detach: None,
             config,
         };
         // Whatever the log names may differ from the peers: mark it, then the log
@@ -707,6 +804,7 @@ impl Resource {
                 }
             }
         }
+        self.maybe_finish_primary_detach();
         std::mem::take(&mut self.out)
     }
 
@@ -763,6 +861,8 @@ impl Resource {
     pub fn is_idle(&self) -> bool {
         self.requests.is_empty()
             && self.ops.is_empty()
+            && self.remote_reads.is_empty()
+            && self.serve_queue.is_empty()
             && self.blocked_writes.is_empty()
             && self.deferred_writes.is_empty()
             && self.peers.iter().all(|p| p.verify.queue.is_empty())
@@ -993,7 +1093,11 @@ impl Resource {
         if self.role == Role::Secondary {
             return Ok(());
         }
-        if !self.requests.is_empty() || !self.blocked_writes.is_empty() {
+        if !self.requests.is_empty()
+            || !self.blocked_writes.is_empty()
+            || !self.remote_reads.is_empty()
+            || self.primary_detach.is_some()
+        {
             return Err(AdminError::Busy);
         }
         self.role = Role::Secondary;
@@ -1081,11 +1185,25 @@ impl Resource {
                 .is_some_and(|end| end <= self.config.blocks)
     }
 
+    /// UpToDate data to serve the application: on the local disk, or, with
+    /// none, on a connected peer.
+    fn has_data(&self) -> bool {
+        self.disk == DiskState::UpToDate
+            || (self.disk == DiskState::Diskless && self.data_peer().is_some())
+    }
+
+    /// A connected peer with UpToDate data, for a diskless Primary's reads.
+    fn data_peer(&self) -> Option<usize> {
+        self.peers
+            .iter()
+            .position(|p| p.handshake_done() && p.disk == Some(DiskState::UpToDate))
+    }
+
     fn app_write(&mut self, id: u64, block: u64, data: Bytes) {
         if self.role != Role::Primary {
             return self.complete(id, Err(IoError::NotPrimary));
         }
-        if self.disk != DiskState::UpToDate {
+        if !self.has_data() {
             return self.complete(id, Err(IoError::NoUpToDateData));
         }
         if !data.len().is_multiple_of(BLOCK_SIZE)
@@ -1099,6 +1217,11 @@ impl Resource {
 
     /// Starts blocked application writes, in order, as far as possible.
     fn drain_blocked(&mut self) {
+        // Writes wait while this Primary hands its I/O to a peer (see
+        // `maybe_finish_primary_detach`).
+        if self.primary_detach.is_some() {
+            return;
+        }
         // Writes wait while a peer is exchanging UUIDs and bitmaps: the bitmap it
         // was sent must stay true.
         if self
@@ -1109,12 +1232,13 @@ impl Resource {
             return;
         }
         while let Some((id, block, data)) = self.blocked_writes.pop_front() {
-            if self.role != Role::Primary || self.disk != DiskState::UpToDate {
+            if self.role != Role::Primary || !self.has_data() {
                 self.complete(id, Err(IoError::NotPrimary));
                 continue;
             }
             let count = (data.len() / BLOCK_SIZE) as u64;
-            if !self.activity_log_admit(block, count) {
+            // No disk, no activity log: nothing here to resync after a crash.
+            if self.disk != DiskState::Diskless && !self.activity_log_admit(block, count) {
                 self.blocked_writes.push_front((id, block, data));
                 return;
             }
@@ -1184,6 +1308,7 @@ impl Resource {
 
     fn start_write(&mut self, id: u64, block: u64, data: Bytes, count: u64) {
         let mut waiting = Vec::new();
+        let diskless = self.disk == DiskState::Diskless;
         for p in 0..self.peers.len() {
             let protocol = self.config.protocol;
             let peer = &mut self.peers[p];
@@ -1200,7 +1325,9 @@ impl Resource {
             }
             peer.transfer_log.push((peer.epoch, block, count));
             peer.epoch_writes += 1;
-            if protocol != Protocol::A {
+            // Without a disk here, whatever the protocol, a write is done
+            // when a peer has written it (its WriteAck): that is its only copy.
+            if protocol != Protocol::A || diskless {
                 peer.awaiting.insert(seq, id);
                 waiting.push(Wait::Ack { peer: p, seq });
             }
@@ -1222,13 +1349,18 @@ impl Resource {
         self.requests.insert(
             id,
             Request {
-                local_done: false,
+                local_done: diskless,
                 local_failed: false,
+                peer_confirmations: diskless.then_some(0),
                 waiting,
             },
         );
-        let token = self.token(Op::AppWrite { id, block, count });
-        self.submit_write(token, block, data);
+        if diskless {
+            self.try_complete(id);
+        } else {
+            let token = self.token(Op::AppWrite { id, block, count });
+            self.submit_write(token, block, data);
+        }
         if self
             .peers
             .iter()
@@ -1242,11 +1374,14 @@ impl Resource {
         if self.role != Role::Primary {
             return self.complete(id, Err(IoError::NotPrimary));
         }
-        if self.disk != DiskState::UpToDate {
+        if !self.has_data() {
             return self.complete(id, Err(IoError::NoUpToDateData));
         }
         if !self.check_range(block, count) {
             return self.complete(id, Err(IoError::OutOfRange));
+        }
+        if self.disk == DiskState::Diskless {
+            return self.remote_read(id, block, count);
         }
         let token = self.token(Op::AppRead { id });
         self.out.push(Action::DiskRead {
@@ -1256,9 +1391,136 @@ impl Resource {
         });
     }
 
+    /// A diskless Primary's read, from a peer's UpToDate disk, in parts of at
+    /// most [`DATA_REQUEST_MAX_BLOCKS`].
+    fn remote_read(&mut self, id: u64, block: u64, count: u64) {
+        let Some(p) = self.data_peer() else {
+            return self.complete(id, Err(IoError::NoUpToDateData));
+        };
+        let most = u64::from(DATA_REQUEST_MAX_BLOCKS);
+        let parts = count.div_ceil(most) as usize;
+        self.remote_reads.insert(
+            id,
+            RemoteRead {
+                parts: vec![None; parts],
+                missing: parts,
+            },
+        );
+        for index in 0..parts {
+            let first = block + index as u64 * most;
+            let n = most.min(block + count - first);
+            let req = self.next_req;
+            self.next_req += 1;
+            self.remote_parts.insert(
+                req,
+                RemotePart {
+                    id,
+                    index,
+                    peer: p,
+                    count: n,
+                },
+            );
+            let peer = self.peers[p].id;
+            self.out.push(Action::Send {
+                peer,
+                message: Message::DataRequest {
+                    req,
+                    block: first,
+                    count: n as u32,
+                },
+            });
+        }
+    }
+
+    /// A peer answered part of a remote read.
+    fn data_reply(&mut self, p: usize, req: u64, data: Option<Bytes>) {
+        let part = match self.remote_parts.remove(&req) {
+            Some(part) if part.peer == p => part,
+            other => {
+                if let Some(part) = other {
+                    self.remote_parts.insert(req, part);
+                }
+                return self.protocol_error(p, format!("a reply to data request {req}, not asked"));
+            }
+        };
+        let expected = part.count as usize * BLOCK_SIZE;
+        let data = match data {
+            Some(data) if data.len() == expected => data,
+            Some(data) => {
+                self.fail_remote_read(part.id, IoError::Disk);
+                return self.protocol_error(
+                    p,
+                    format!("{} bytes for a data request of {expected}", data.len()),
+                );
+            }
+            None => return self.fail_remote_read(part.id, IoError::Disk),
+        };
+        let Some(read) = self.remote_reads.get_mut(&part.id) else {
+            return;
+        };
+        read.parts[part.index] = Some(data);
+        read.missing -= 1;
+        if read.missing > 0 {
+            return;
+        }
+        let read = self.remote_reads.remove(&part.id).expect("present");
+        let mut parts: Vec<Bytes> = read.parts.into_iter().flatten().collect();
+        let data = if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            Bytes::from(parts.concat())
+        };
+        self.complete(part.id, Ok(Some(data)));
+    }
+
+    /// Ends a remote read with `error`; replies to its other parts are
+    /// then not expected.
+    fn fail_remote_read(&mut self, id: u64, error: IoError) {
+        if self.remote_reads.remove(&id).is_some() {
+            self.remote_parts.retain(|_, part| part.id != id);
+            self.complete(id, Err(error));
+        }
+    }
+
+    /// Reads peers asked for, in order, each once no write to its blocks is
+    /// in flight here.
+    fn pump_serve_reads(&mut self) {
+        while let Some(read) = self.serve_queue.front() {
+            let (p, gen, req, block, count) =
+                (read.peer, read.gen, read.req, read.block, read.count);
+            let peer = &self.peers[p];
+            if peer.gen != gen || !peer.handshake_done() {
+                self.serve_queue.pop_front();
+                continue;
+            }
+            if self.disk != DiskState::UpToDate {
+                self.serve_queue.pop_front();
+                let id = peer.id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::DataReply { req, data: None },
+                });
+                continue;
+            }
+            if (block..block + count).any(|b| self.block_busy(b)) {
+                return;
+            }
+            self.serve_queue.pop_front();
+            let token = self.token(Op::ServeRead { peer: p, gen, req });
+            self.out.push(Action::DiskRead {
+                token,
+                block,
+                count,
+            });
+        }
+    }
+
     fn app_flush(&mut self, id: u64) {
         if self.role != Role::Primary {
             return self.complete(id, Err(IoError::NotPrimary));
+        }
+        if !self.has_data() {
+            return self.complete(id, Err(IoError::NoUpToDateData));
         }
         // Every write completed so far must reach stable storage here and on each
         // connected peer: close the epochs and wait for the barrier acks.
@@ -1273,16 +1535,22 @@ impl Resource {
                 Some(Wait::Barrier { peer: i, epoch })
             })
             .collect();
+        let diskless = self.disk == DiskState::Diskless;
         self.requests.insert(
             id,
             Request {
-                local_done: false,
+                local_done: diskless,
                 local_failed: false,
+                peer_confirmations: (diskless && !waiting.is_empty()).then_some(0),
                 waiting,
             },
         );
-        let token = self.token(Op::AppFlush { id });
-        self.out.push(Action::DiskFlush { token });
+        if diskless {
+            self.try_complete(id);
+        } else {
+            let token = self.token(Op::AppFlush { id });
+            self.out.push(Action::DiskFlush { token });
+        }
     }
 
     /// Sends a barrier to every connected peer whose epoch holds writes.
@@ -1315,6 +1583,9 @@ impl Resource {
             let request = self.requests.remove(&id).expect("checked");
             let result = if request.local_failed {
                 Err(IoError::Disk)
+            } else if request.peer_confirmations == Some(0) {
+                // No disk here and no peer confirmed it: it is nowhere.
+                Err(IoError::NoUpToDateData)
             } else {
                 Ok(None)
             };
@@ -1393,6 +1664,7 @@ impl Resource {
             }
         }
         self.deferred_writes = still;
+        self.pump_serve_reads();
     }
 
     fn disk_done(&mut self, token: u64, result: Result<Option<Bytes>, ()>) {
@@ -1419,6 +1691,19 @@ impl Resource {
                 let result = result.map_err(|_| IoError::Disk);
                 self.complete(id, result);
             }
+            Op::ServeRead { peer, gen, req } => {
+                let p = &self.peers[peer];
+                if p.gen == gen && p.handshake_done() {
+                    let id = p.id;
+                    self.out.push(Action::Send {
+                        peer: id,
+                        message: Message::DataReply {
+                            req,
+                            data: result.ok().flatten(),
+                        },
+                    });
+                }
+            }
             Op::AppFlush { id } => {
                 if let Some(r) = self.requests.get_mut(&id) {
                     r.local_done = true;
@@ -1432,6 +1717,7 @@ impl Resource {
                 seq,
                 block,
                 count,
+                write_ack,
             } => {
                 self.write_finished(block, count);
                 let p = &mut self.peers[peer];
@@ -1441,8 +1727,16 @@ impl Resource {
                         // The block is not here: it is out of sync with the peer.
                         p.bitmap.set_range(block, count);
                     }
-                    if self.config.protocol == Protocol::C {
-                        let id = p.id;
+                    let id = p.id;
+                    if !ok && p.disk == Some(DiskState::Diskless) {
+                        // The sender keeps no copy and there is no negative
+                        // ack: dropping the connection fails its write.
+                        let note = Note::Refused {
+                            peer: id,
+                            reason: "a write of this diskless Primary failed on this disk".into(),
+                        };
+                        self.drop_connection(peer, note, false);
+                    } else if write_ack {
                         self.out.push(Action::Send {
                             peer: id,
                             message: Message::WriteAck { seq },
@@ -1666,7 +1960,24 @@ impl Resource {
         peer.sync_done = None;
         peer.epoch_writes = 0;
         peer.epoch += 1;
+        peer.lends_disk = false;
         let (wanted, id) = (peer.wanted, peer.id);
+        self.serve_queue.retain(|r| r.peer != p);
+        if let Some(ask) = self.keep_disk_ask.take_if(|a| a.peer == p) {
+            self.out.push(Action::AdminDone {
+                id: ask.id,
+                result: Err(AdminError::PrimaryDetach),
+            });
+        }
+        let reads: Vec<u64> = self
+            .remote_parts
+            .values()
+            .filter(|part| part.peer == p)
+            .map(|part| part.id)
+            .collect();
+        for read in reads {
+            self.fail_remote_read(read, IoError::NoUpToDateData);
+        }
         for request in self.requests.values_mut() {
             request.waiting.retain(|w| w.peer() != p);
         }
@@ -1779,6 +2090,9 @@ impl Resource {
                 }
                 let peer = &mut self.peers[p];
                 peer.role = Some(role);
+                // Its state after a KeepDiskRequest: from here on, what the
+                // state says counts.
+                peer.lends_disk = false;
                 let lost_disk = disk == DiskState::Diskless && peer.disk != Some(disk);
                 peer.disk = Some(disk);
                 if lost_disk {
@@ -1834,12 +2148,22 @@ impl Resource {
                 block,
                 data,
             } => self.peer_data(p, seq, block, data),
+            Message::RecvAck { seq }
+                if self.peers[p].awaiting.get(&seq).is_some_and(|id| {
+                    self.requests
+                        .get(id)
+                        .is_some_and(|r| r.peer_confirmations.is_some())
+                }) =>
+            {
+                // Received is not enough for a diskless Primary's write: its
+                // WriteAck follows.
+            }
             Message::RecvAck { seq } | Message::WriteAck { seq } => {
                 let peer = &mut self.peers[p];
                 peer.unacked.remove(&seq);
                 if let Some(id) = peer.awaiting.remove(&seq) {
                     if let Some(r) = self.requests.get_mut(&id) {
-                        r.waiting.retain(|w| *w != Wait::Ack { peer: p, seq });
+                        r.confirm(|w| *w == Wait::Ack { peer: p, seq });
                     }
                     self.try_complete(id);
                 }
@@ -1854,7 +2178,7 @@ impl Resource {
                 let ids: Vec<u64> = self.requests.keys().copied().collect();
                 for id in ids {
                     if let Some(r) = self.requests.get_mut(&id) {
-                        r.waiting.retain(|w| !matches!(*w, Wait::Barrier { peer, epoch: e } if peer == p && e <= epoch));
+                        r.confirm(|w| matches!(*w, Wait::Barrier { peer, epoch: e } if peer == p && e <= epoch));
                     }
                     self.try_complete(id);
                 }
@@ -1879,6 +2203,35 @@ impl Resource {
                 self.peers[p].paused_by_peer = paused;
                 self.pump_resync(p);
             }
+            Message::DataRequest { req, block, count } => {
+                let count = u64::from(count);
+                if !self.check_range(block, count) {
+                    return self.protocol_error(
+                        p,
+                        format!("a data request for blocks {block}+{count} beyond the device"),
+                    );
+                }
+                let gen = self.peers[p].gen;
+                self.serve_queue.push_back(ServeRead {
+                    peer: p,
+                    gen,
+                    req,
+                    block,
+                    count,
+                });
+                self.pump_serve_reads();
+            }
+            Message::DataReply { req, data } => self.data_reply(p, req, data),
+            Message::KeepDiskRequest { tid } => {
+                let granted = self.disk == DiskState::UpToDate && self.detaching.is_none();
+                self.peers[p].lends_disk = granted;
+                let id = self.peers[p].id;
+                self.out.push(Action::Send {
+                    peer: id,
+                    message: Message::KeepDiskReply { tid, granted },
+                });
+            }
+            Message::KeepDiskReply { tid, granted } => self.keep_disk_reply(p, tid, granted),
             Message::SkipSync { current } => {
                 let peer = &self.peers[p];
                 if self.disk == DiskState::Inconsistent
@@ -2066,14 +2419,27 @@ impl Resource {
             }
             return;
         }
+        if self.peers[p].disk == Some(DiskState::Diskless) {
+            // A diskless Primary keeps no copy: its disk, attached again, lacks
+            // this write. The bit is on stable storage before the write is
+            // issued, so a crash here cannot forget it.
+            let bitmap = &mut self.peers[p].bitmap;
+            if (block..block + count).any(|b| !bitmap.get(b)) {
+                bitmap.set_range(block, count);
+                self.persist();
+            }
+        }
         let gen = self.peers[p].gen;
         self.peers[p].peer_writes += 1;
+        let write_ack =
+            self.config.protocol == Protocol::C || self.peers[p].disk == Some(DiskState::Diskless);
         let token = self.token(Op::PeerWrite {
             peer: p,
             gen,
             seq,
             block,
             count,
+            write_ack,
         });
         self.submit_write(token, block, data);
     }
@@ -2135,20 +2501,8 @@ impl Resource {
             theirs: them,
             decision,
         }));
-        if self.disk == DiskState::Diskless || hello.disk == DiskState::Diskless {
-            // Nothing to compare or copy: connected, without a disk on one side.
-            let peer = &mut self.peers[p];
-            peer.role = Some(hello.role);
-            peer.disk = Some(hello.disk);
-            peer.discard_my_data = false;
-            peer.repl = ReplState::Established;
-            if self.role == Role::Primary {
-                self.new_generation(false);
-                self.persist();
-            }
-            return self.drain_blocked();
-        }
-        if decision == SyncDecision::SplitBrain {
+        let diskless = self.disk == DiskState::Diskless || hello.disk == DiskState::Diskless;
+        if decision == SyncDecision::SplitBrain && !diskless {
             return self.drop_connection(p, Note::SplitBrain { peer: id }, true);
         }
         if hello.role == Role::Primary
@@ -2160,6 +2514,21 @@ impl Resource {
                 reason: "both nodes are Primary".into(),
             };
             return self.drop_connection(p, note, true);
+        }
+        if diskless {
+            // Nothing to compare or copy: connected, without a disk on one side.
+            let peer = &mut self.peers[p];
+            peer.role = Some(hello.role);
+            peer.disk = Some(hello.disk);
+            peer.discard_my_data = false;
+            peer.repl = ReplState::Established;
+            // A Primary without this peer's disk, or a diskless Primary
+            // writing to this one: the data move on without the other disk.
+            if self.role == Role::Primary || hello.role == Role::Primary {
+                self.new_generation(false);
+                self.persist();
+            }
+            return self.drain_blocked();
         }
         let peer = &mut self.peers[p];
         peer.role = Some(hello.role);
@@ -2785,10 +3154,21 @@ impl Resource {
     fn detach(&mut self, id: u64) {
         let result = if self.disk == DiskState::Diskless && self.detaching.is_none() {
             Ok(())
-        } else if self.detaching.is_some() {
+        } else if self.detaching.is_some()
+            || self.keep_disk_ask.is_some()
+            || self.primary_detach.is_some()
+        {
             Err(AdminError::Busy)
-        } else if self.role == Role::Primary {
+        } else if self.role == Role::Primary && self.detach_peer().is_none() {
+            // Without a disk it serves the application from a peer's.
             Err(AdminError::PrimaryDetach)
+        } else if self.peers.iter().any(|p| {
+            p.lends_disk
+                || (p.handshake_done()
+                    && p.role == Some(Role::Primary)
+                    && p.disk == Some(DiskState::Diskless))
+        }) {
+            Err(AdminError::DisklessPrimaryUses)
         } else if self
             .peers
             .iter()
@@ -2797,17 +3177,94 @@ impl Resource {
             // The Hello under way names this disk: the peer must not count on it
             // before it hears of the detach.
             Err(AdminError::Handshaking)
+        } else if self.role == Role::Primary {
+            // The peer whose disk it will use promises to keep it first, or
+            // both could detach at once and leave the data nowhere.
+            let p = self.detach_peer().expect("checked");
+            let tid = self.next_tid;
+            self.next_tid += 1;
+            self.keep_disk_ask = Some(KeepDiskAsk { id, tid, peer: p });
+            let peer = self.peers[p].id;
+            return self.out.push(Action::Send {
+                peer,
+                message: Message::KeepDiskRequest { tid },
+            });
         } else {
-            for p in 0..self.peers.len() {
-                self.stop_disk_work(p);
-            }
-            self.detached_disk = self.disk;
-            self.disk = DiskState::Diskless;
-            self.detaching = Some(id);
-            self.broadcast_state();
-            return self.maybe_finish_detach();
+            return self.start_detach(id);
         };
         self.out.push(Action::AdminDone { id, result });
+    }
+
+    /// Gives up the disk: Diskless at once, the disk released once the local
+    /// I/O in flight is done.
+    fn start_detach(&mut self, id: u64) {
+        for p in 0..self.peers.len() {
+            self.stop_disk_work(p);
+        }
+        self.detached_disk = self.disk;
+        self.disk = DiskState::Diskless;
+        self.detaching = Some(id);
+        // Peers' reads not yet started find no disk here.
+        self.pump_serve_reads();
+        self.broadcast_state();
+        self.maybe_finish_detach();
+    }
+
+    /// The peer a Primary's detach can hand its I/O to: connected, UpToDate
+    /// and with no block known to differ.
+    fn detach_peer(&self) -> Option<usize> {
+        self.peers.iter().position(|p| {
+            p.handshake_done()
+                && p.repl == ReplState::Established
+                && p.disk == Some(DiskState::UpToDate)
+                && p.bitmap.is_clear()
+        })
+    }
+
+    /// A Primary's detach, its writes held: lets the disk go once nothing is
+    /// in flight here and the peer confirmed every write as stable; gives up
+    /// if the peer can no longer take over.
+    fn maybe_finish_primary_detach(&mut self) {
+        let Some((id, p)) = self.primary_detach else {
+            return;
+        };
+        if self.role != Role::Primary || self.detach_peer() != Some(p) {
+            self.primary_detach = None;
+            self.broadcast_state();
+            self.out.push(Action::AdminDone {
+                id,
+                result: Err(AdminError::PrimaryDetach),
+            });
+            return self.drain_blocked();
+        }
+        let peer = &self.peers[p];
+        if !self.ops.is_empty() || !self.deferred_writes.is_empty() || !peer.transfer_log.is_empty()
+        {
+            return;
+        }
+        self.primary_detach = None;
+        self.start_detach(id);
+        self.drain_blocked();
+    }
+
+    /// A peer's answer to this Primary's `KeepDiskRequest`.
+    fn keep_disk_reply(&mut self, p: usize, tid: u64, granted: bool) {
+        let Some(ask) = self.keep_disk_ask.take_if(|a| a.tid == tid && a.peer == p) else {
+            return;
+        };
+        if granted && self.role == Role::Primary && self.detach_peer() == Some(p) {
+            self.primary_detach = Some((ask.id, p));
+            self.close_epochs();
+            return;
+        }
+        if granted {
+            // Our state, unchanged, releases the peer's promise.
+            self.broadcast_state();
+        }
+        self.out.push(Action::AdminDone {
+            id: ask.id,
+            result: Err(AdminError::PrimaryDetach),
+        });
     }
 
     /// Ends resync and verify with peer `p` (this node or the peer lost its disk).
@@ -2840,7 +3297,9 @@ impl Resource {
             return;
         }
         self.detaching = None;
-        let meta = self.meta();
+        let mut meta = self.meta();
+        // Left clean: what a Primary writes from now on goes to peers only.
+        meta.primary = self.crashed_primary;
         self.out.push(Action::DetachDisk(meta));
         self.out.push(Action::AdminDone { id, result: Ok(()) });
     }
@@ -2853,7 +3312,21 @@ impl Resource {
         for &(_, block, count) in &peer.transfer_log {
             peer.bitmap.set_range(block, count);
         }
-        if self.role == Role::Primary {
+        // Acks it sends from now on are for writes it did not keep: a request
+        // of a diskless Primary no longer counts on it.
+        for request in self.requests.values_mut() {
+            if request.peer_confirmations.is_some() {
+                request.waiting.retain(|w| w.peer() != p);
+            }
+        }
+        let ids: Vec<u64> = self.requests.keys().copied().collect();
+        for id in ids {
+            self.try_complete(id);
+        }
+        // A Primary going on without the peer's disk, or a Secondary that
+        // keeps the only copy of what a diskless Primary writes: a new
+        // generation, the old one the peer's bitmap UUID.
+        if self.role == Role::Primary || self.peers[p].role == Some(Role::Primary) {
             self.new_generation(false);
         }
         self.persist();
@@ -2862,6 +3335,11 @@ impl Resource {
     fn attach(&mut self, meta: Meta) -> Result<(), AdminError> {
         if self.disk != DiskState::Diskless || self.detaching.is_some() {
             return Err(AdminError::Attached);
+        }
+        if self.role == Role::Primary {
+            // Its disk is older than the peers' now, and a Primary is never
+            // a sync target here.
+            return Err(AdminError::PrimaryAttach);
         }
         self.current = meta.current;
         self.history = meta.history;

@@ -159,8 +159,10 @@ struct Sim {
     /// Tags of writes in flight when a flush was issued: flush id → snapshot.
     flush_snapshots: HashMap<u64, Vec<u64>>,
     crashes: u32,
-    /// Application reads whose data `check_read` compared with the model.
+    /// Application reads whose data `check_read` compared with the model,
+    /// and of those, the ones a diskless Primary read from its peer.
     reads_checked: u32,
+    remote_reads_checked: u32,
     /// Per node: bytes of every disk read the engine issued, and its ticks.
     bytes_read: [u64; 2],
     ticks: [u64; 2],
@@ -205,6 +207,7 @@ impl Sim {
             flush_snapshots: HashMap::new(),
             crashes: 0,
             reads_checked: 0,
+            remote_reads_checked: 0,
             bytes_read: [0; 2],
             ticks: [0; 2],
             notes: Vec::new(),
@@ -528,6 +531,13 @@ impl Sim {
     /// back, or nothing, is older than any write.)
     fn check_read(&mut self, id: u8, block: u64, acked: Vec<u64>, data: &[u8]) {
         self.reads_checked += 1;
+        if self.nodes[id as usize]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.disk() == replication::DiskState::Diskless)
+        {
+            self.remote_reads_checked += 1;
+        }
         if data.len() != acked.len() * BLOCK_SIZE {
             self.fail(&format!(
                 "node {id}: a read of {} blocks returned {} bytes",
@@ -720,6 +730,17 @@ impl Sim {
     fn crash(&mut self, id: u8) {
         self.trace.push(format!("node {id} crashes"));
         self.crashes += 1;
+        let diskless_primary = self.nodes[1 - id as usize]
+            .engine
+            .as_ref()
+            .is_some_and(|e| {
+                e.role() == Role::Primary && e.disk() == replication::DiskState::Diskless
+            });
+        if diskless_primary {
+            // This disk held a diskless Primary's only copy of its writes:
+            // what was not flushed may be gone.
+            self.forget_unflushed();
+        }
         let peer = 1 - id;
         self.break_link(id, peer, Some(id));
         let node = &mut self.nodes[id as usize];
@@ -794,6 +815,15 @@ impl Sim {
             Mode::Failover | Mode::Protocols | Mode::Detach => {
                 if self.mode == Mode::Detach && (300..400).contains(&r) {
                     return self.detach_or_attach(1);
+                }
+                if self.mode == Mode::Detach && (400..430).contains(&r) {
+                    // The Primary detaches (it goes on with the peer's disk
+                    // if the peer has an UpToDate one, else it is refused);
+                    // it gets its disk back at the heal, as Secondary.
+                    if !self.nodes[0].detached {
+                        self.detach_or_attach(0);
+                    }
+                    return;
                 }
                 if r < 60 {
                     self.break_link(0, 1, None);
@@ -1610,6 +1640,12 @@ impl Sim {
             return;
         }
         if self.nodes[id as usize].detached {
+            if self.primaries().contains(&id) {
+                // A Primary takes its disk back only as Secondary (refused
+                // while its I/O is under way: tried again later).
+                self.admin(id, Admin::Secondary);
+                return;
+            }
             let meta = self.nodes[id as usize].disk.meta.clone().expect("meta");
             self.nodes[id as usize].detached = false;
             let rid = self.admin(
@@ -1630,7 +1666,7 @@ impl Sim {
 
 #[test]
 fn detach_and_attach_under_faults_converge() {
-    let mut detaches = 0;
+    let (mut detaches, mut primary_detaches, mut remote_reads) = (0, 0, 0);
     for seed in seeds(6_000_000, 2) {
         let sim = run(seed, Mode::Detach, 3000);
         detaches += sim
@@ -1638,8 +1674,17 @@ fn detach_and_attach_under_faults_converge() {
             .iter()
             .filter(|t| t.ends_with("disk detached"))
             .count();
+        primary_detaches += sim
+            .trace
+            .iter()
+            .filter(|t| *t == "node 0: disk detached")
+            .count();
+        remote_reads += sim.remote_reads_checked;
     }
     assert!(detaches > 0, "no run detached a disk");
+    // Node 0 is the Primary until the heal.
+    assert!(primary_detaches > 0, "no Primary went diskless");
+    assert!(remote_reads > 0, "no diskless Primary read from its peer");
 }
 
 #[test]
@@ -1658,10 +1703,11 @@ fn attach_resyncs_exactly_the_blocks_written_while_detached() {
         if sim.nodes[1].engine.as_ref().unwrap().disk() != replication::DiskState::Diskless {
             sim.fail("not Diskless after detach");
         }
-        // A Primary keeps its disk.
+        // A Primary keeps its disk while no peer has an UpToDate one (here
+        // it may ask before it hears of the detach: the peer says no).
         let rid = sim.admin(0, Admin::Detach);
-        if sim.admin_result(0, rid) != Some(false) {
-            sim.fail("a Primary detached");
+        if sim.wait_admin(0, rid) {
+            sim.fail("a Primary detached with no UpToDate peer");
         }
         sim.written.clear();
         let writes = 1 + sim.rng.below(6);

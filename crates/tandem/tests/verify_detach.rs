@@ -1,6 +1,7 @@
 //! `drbdadm verify`, `invalidate`/`invalidate-remote`, `new-current-uuid
 //! --clear-bitmap`, `pause-sync`/`resume-sync`, `outdate`,
-//! `detach`/`attach` and resync rate limits with `adjust` end to end in the lab: real daemons, real TCP, the backing disks compared byte for
+//! `detach`/`attach` (of a Secondary, and of a Primary that goes on with
+//! its peer's disk) and resync rate limits with `adjust` end to end in the lab: real daemons, real TCP, the backing disks compared byte for
 //! byte at the end.
 //!
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
@@ -74,10 +75,11 @@ fn corrupt_secondary(lab: &TestLab, blocks: &[u64]) {
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(30));
 }
 
-/// The lines of a resync's start in a log: "... (N KiB out of sync)".
-fn resync_starts(log: &str) -> Vec<String> {
+/// The lines of a resync's start with `peer` in a log: "... (N KiB out of sync)".
+fn resync_starts(log: &str, peer: &str) -> Vec<String> {
+    let start = format!("resync with {peer} started");
     log.lines()
-        .filter(|l| l.contains("resync with nodo2 started"))
+        .filter(|l| l.contains(&start))
         .map(str::to_string)
         .collect()
 }
@@ -91,7 +93,7 @@ fn verify_finds_the_corrupted_blocks_and_a_reconnect_repairs_them() {
 
     // (The Secondary's return started an empty bitmap resync: the Primary had
     // moved to a new generation without it.)
-    let before = resync_starts(&lab.log("nodo1")).len();
+    let before = resync_starts(&lab.log("nodo1"), "nodo2").len();
     lab.ok("nodo1", "drbdadm verify r0");
     let status = lab.ok("nodo1", "drbdadm status r0");
     let line = status
@@ -128,12 +130,12 @@ fn verify_finds_the_corrupted_blocks_and_a_reconnect_repairs_them() {
     );
     // Not resynced on its own: the data still differ until a reconnect.
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(10));
-    assert_eq!(resync_starts(&lab.log("nodo1")).len(), before);
+    assert_eq!(resync_starts(&lab.log("nodo1"), "nodo2").len(), before);
 
     lab.ok("nodo1", "drbdadm disconnect r0 && drbdadm connect r0");
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(60));
     lab.ok("nodo2", "drbdadm wait-sync r0");
-    let starts = resync_starts(&lab.log("nodo1"));
+    let starts = resync_starts(&lab.log("nodo1"), "nodo2");
     assert_eq!(starts.len(), before + 1, "{starts:?}");
     assert!(
         starts[before].contains("started as SyncSource (20 KiB out of sync)"),
@@ -163,14 +165,14 @@ fn invalidate_resyncs_the_secondary_in_full_and_the_primary_refuses_it() {
     assert!(said.contains("cannot become sync target"), "{said}");
     assert_eq!(lab.ok("nodo1", "drbdadm dstate r0"), "UpToDate/UpToDate\n");
 
-    let before = resync_starts(&lab.log("nodo1")).len();
+    let before = resync_starts(&lab.log("nodo1"), "nodo2").len();
     lab.ok("nodo2", "drbdadm invalidate r0");
     wait_for_log(&lab, "nodo1", &full, Duration::from_secs(30));
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(120));
     lab.ok("nodo2", "drbdadm wait-sync r0");
     // From the Primary, the same the other way round.
     lab.ok("nodo1", "drbdadm invalidate-remote r0");
-    let starts = || resync_starts(&lab.log("nodo1"));
+    let starts = || resync_starts(&lab.log("nodo1"), "nodo2");
     let deadline = Instant::now() + Duration::from_secs(30);
     while starts().len() < before + 2 {
         assert!(Instant::now() < deadline, "{:?}", starts());
@@ -300,7 +302,7 @@ fn detach_and_attach_on_the_secondary_resync_only_the_blocks_written_meanwhile()
     let lab = TestLab::up("vd-detach", 2);
     lab.bring_up_r0();
 
-    let before = resync_starts(&lab.log("nodo1")).len();
+    let before = resync_starts(&lab.log("nodo1"), "nodo2").len();
     lab.ok("nodo2", "drbdadm detach r0");
     assert!(
         lab.ok("nodo2", "drbdadm status r0")
@@ -325,7 +327,7 @@ fn detach_and_attach_on_the_secondary_resync_only_the_blocks_written_meanwhile()
     assert!(lab
         .ok("nodo2", "drbdadm status r0")
         .contains("  disk:UpToDate\n"));
-    let starts = resync_starts(&lab.log("nodo1"));
+    let starts = resync_starts(&lab.log("nodo1"), "nodo2");
     assert_eq!(starts.len(), before + 1, "{starts:?}");
     assert!(
         starts[before].contains("started as SyncSource (40 KiB out of sync)"),
@@ -371,5 +373,76 @@ fn a_resync_rate_limit_holds_the_sync_back_until_adjust_lifts_it() {
     lab.ok("nodo1", "drbdadm adjust r0");
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(60));
     lab.ok("nodo2", "drbdadm wait-sync r0");
+    assert_disks_identical(&lab);
+}
+
+#[test]
+fn a_primary_detaches_goes_on_with_the_peers_disk_and_resyncs_only_what_it_missed() {
+    let lab = TestLab::up("vd-pdetach", 2);
+    lab.bring_up_r0();
+    let before = resync_starts(&lab.log("nodo2"), "nodo1").len();
+    lab.ok("nodo1", "drbdadm detach r0");
+    let status = lab.ok("nodo1", "drbdadm status r0");
+    assert!(
+        status.contains("r0 role:Primary\n  disk:Diskless\n") && status.contains(IN_SYNC),
+        "{status}"
+    );
+    lab.wait_status(
+        "nodo2",
+        "r0",
+        "replication:Established peer-disk:Diskless",
+        Duration::from_secs(10),
+    );
+
+    // 10 scattered blocks written and read back through the diskless
+    // Primary's device: only nodo2's disk has them.
+    let dir = lab.dir.join("pd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.display();
+    lab.ok(
+        "nodo1",
+        &format!(
+            "for i in $(seq 0 9); do dd if=/dev/urandom of={dir}/$i bs=4096 count=1 status=none && \
+             dd if={dir}/$i of=/dev/drbd1 bs=4096 seek=$((i * 9973)) oflag=direct conv=notrunc status=none || exit 1; done"
+        ),
+    );
+    lab.ok(
+        "nodo1",
+        &format!(
+            "for i in $(seq 0 9); do dd if=/dev/drbd1 of={dir}/back bs=4096 count=1 skip=$((i * 9973)) iflag=direct status=none && \
+             cmp {dir}/$i {dir}/back || exit 1; done"
+        ),
+    );
+
+    // The peer's disk is the only one: it stays; and the Primary takes a
+    // disk back only as Secondary.
+    let refused = lab.sh("nodo2", "drbdadm detach r0");
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr)
+                .contains("a diskless Primary uses this disk"),
+        "{refused:?}"
+    );
+    assert!(!lab.sh("nodo1", "drbdadm attach r0").status.success());
+
+    lab.ok("nodo1", "drbdadm secondary r0 && drbdadm attach r0");
+    let start = Instant::now();
+    let starts = loop {
+        let starts = resync_starts(&lab.log("nodo2"), "nodo1");
+        if starts.len() > before {
+            break starts;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no resync: {starts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        starts[before].contains("started as SyncSource (40 KiB out of sync)"),
+        "only the 10 blocks written while nodo1 had no disk: {starts:?}"
+    );
+    lab.ok("nodo1", "drbdadm wait-sync r0");
+    lab.wait_status("nodo2", "r0", IN_SYNC, Duration::from_secs(60));
     assert_disks_identical(&lab);
 }
