@@ -26,8 +26,8 @@ use bytes::Bytes;
 use fuse::{DeviceMount, LoopDevice, LoopOptions, OpenGate, ServeOptions};
 use replication::message::{encode_split, Message, Protocol};
 use replication::{
-    Action, Admin, AdminError, Config, ConnState, DiskState, Event, IoError, Note, ReplState,
-    Resource, Role, BLOCK_SIZE,
+    Action, Admin, AdminError, Config, ConnState, DiskState, Event, IoError, Note, OnIoError,
+    ReplState, Resource, Role, BLOCK_SIZE,
 };
 
 use crate::control::{PeerStatus, ResourceStatus};
@@ -241,6 +241,11 @@ impl ResourceHost {
             resync_window: 64,
             epoch_writes: 256,
             resync_budget_per_tick: resync_budget_per_tick(spec.resync_rate),
+            on_io_error: if spec.on_io_error_detach {
+                OnIoError::Detach
+            } else {
+                OnIoError::PassOn
+            },
         };
         let seed = random_seed();
         let (engine, first_actions) = Resource::open(config, opened.meta, seed);
@@ -897,6 +902,9 @@ fn describe(note: &Note, name: impl Fn(u8) -> String) -> String {
             "Online verify with {} done; Online verify found {found} 4k blocks out of sync",
             name(*peer)
         ),
+        Note::DiskFailed => {
+            "the disk failed (on-io-error detach): Diskless; a Primary goes on with a peer's disk if one is UpToDate".to_string()
+        }
         Note::VerifyAborted { peer } => format!(
             "Online verify with {} aborted: the connection was lost",
             name(*peer)

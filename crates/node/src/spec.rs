@@ -25,6 +25,14 @@ pub struct ResourceSpec {
     /// `resync-rate` or `c-max-rate`); `None`: no limit.
     #[serde(default)]
     pub resync_rate: Option<u64>,
+    /// `on-io-error`: true for `detach` (DRBD's default), false for
+    /// `pass_on` and `call-local-io-error`.
+    #[serde(default = "detach_on_io_error")]
+    pub on_io_error_detach: bool,
+}
+
+fn detach_on_io_error() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,7 +28,7 @@ pub use bitmap::Bitmap;
 pub use digest::VerifyAlg;
 pub use message::{Message, Protocol};
 pub use resource::{
-    Action, Admin, AdminError, Config, Event, IoError, Meta, Note, PeerMeta, Resource,
+    Action, Admin, AdminError, Config, Event, IoError, Meta, Note, OnIoError, PeerMeta, Resource,
 };
 
 /// A node's number within a resource (`node-id` in the configuration).

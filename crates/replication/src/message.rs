@@ -195,6 +195,14 @@ pub enum Message {
         tid: u64,
         granted: bool,
     },
+    /// The sender's disk failed to write `count` blocks from `block` (DRBD's
+    /// P_OUT_OF_SYNC): the receiver, which has them, marks them out of sync
+    /// with the sender, whose own record of them may not have reached its
+    /// failing disk.
+    OutOfSync {
+        block: u64,
+        count: u32,
+    },
 }
 
 /// The longest run one verify request covers: a bit per block of a `u64`.
@@ -228,6 +236,7 @@ enum Kind {
     DataReply = 23,
     KeepDiskRequest = 24,
     KeepDiskReply = 25,
+    OutOfSync = 26,
 }
 
 impl Kind {
@@ -259,6 +268,7 @@ impl Kind {
             23 => DataReply,
             24 => KeepDiskRequest,
             25 => KeepDiskReply,
+            26 => OutOfSync,
             _ => return None,
         })
     }
@@ -344,7 +354,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
             w.u64(*block);
             w.0.extend_from_slice(data);
         }
-        Message::ResyncAck { block, count } => {
+        Message::ResyncAck { block, count } | Message::OutOfSync { block, count } => {
             w.u64(*block);
             w.0.extend_from_slice(&count.to_be_bytes());
         }
@@ -589,6 +599,10 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
             granted: r.bool("granted")?,
         },
         Kind::KeepDiskRequest => Message::KeepDiskRequest { tid: r.u64("tid")? },
+        Kind::OutOfSync => Message::OutOfSync {
+            block: r.u64("block")?,
+            count: r.u32("count")?,
+        },
         Kind::KeepDiskReply => Message::KeepDiskReply {
             tid: r.u64("tid")?,
             granted: r.bool("granted")?,
@@ -745,6 +759,7 @@ fn kind_of(message: &Message) -> Kind {
         Message::DataReply { .. } => Kind::DataReply,
         Message::KeepDiskRequest { .. } => Kind::KeepDiskRequest,
         Message::KeepDiskReply { .. } => Kind::KeepDiskReply,
+        Message::OutOfSync { .. } => Kind::OutOfSync,
     }
 }
 
@@ -775,6 +790,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::DataReply => "DataReply",
         Kind::KeepDiskRequest => "KeepDiskRequest",
         Kind::KeepDiskReply => "KeepDiskReply",
+        Kind::OutOfSync => "OutOfSync",
     }
 }
 
@@ -992,6 +1008,10 @@ mod tests {
             Message::KeepDiskReply {
                 tid: 4,
                 granted: false,
+            },
+            Message::OutOfSync {
+                block: 1024,
+                count: 256,
             },
         ]
     }

@@ -37,6 +37,9 @@
 //!   protocol; the peer starts a new generation and marks what it writes for
 //!   the diskless Primary, so the disk attached again (as Secondary) resyncs
 //!   exactly that.
+//! - `on-io-error detach`: a failed disk action lets the disk go at once; what
+//!   is under way then stands only if an UpToDate peer confirmed it, and the
+//!   next disk attached starts over with a full resync.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -76,6 +79,21 @@ pub struct Config {
     /// resync rate (DRBD's `resync-rate`, `c-max-rate`) times the host's tick;
     /// `None`: as fast as the disks and the network go.
     pub resync_budget_per_tick: Option<u64>,
+    /// What a failed local disk action does (DRBD's `on-io-error`).
+    pub on_io_error: OnIoError,
+}
+
+/// DRBD's `on-io-error` policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnIoError {
+    /// The error goes to whoever asked (the application's request fails;
+    /// a peer's write leaves its blocks out of sync). (`pass_on`, and
+    /// `call-local-io-error`, whose handler is not run.)
+    PassOn,
+    /// The disk is let go at the first error (Diskless): a Primary goes on
+    /// with a peer's disk, reading there what the failed read wanted. DRBD's
+    /// default.
+    Detach,
 }
 
 impl Config {
@@ -92,6 +110,7 @@ impl Config {
             resync_window: 16,
             epoch_writes: 256,
             resync_budget_per_tick: None,
+            on_io_error: OnIoError::Detach,
         }
     }
 }
@@ -374,6 +393,8 @@ pub enum Note {
     VerifyAborted {
         peer: NodeId,
     },
+    /// A local disk action failed and `on-io-error detach` let the disk go.
+    DiskFailed,
     /// Both sides' generations and what was decided from them.
     Handshake {
         peer: NodeId,
@@ -393,6 +414,8 @@ enum Op {
     },
     AppRead {
         id: u64,
+        block: u64,
+        count: u64,
     },
     AppFlush {
         id: u64,
@@ -458,10 +481,16 @@ struct Request {
     local_done: bool,
     local_failed: bool,
     waiting: Vec<Wait>,
-    /// On a Primary without a disk there is no local copy: the request
-    /// succeeds only if some peer confirmed it. The confirmations so far, when
-    /// it waits for any.
-    peer_confirmations: Option<u32>,
+    /// Peers (bit per index) with an UpToDate disk that confirmed it, while
+    /// still connected: a peer that went away may have lost what it had not
+    /// flushed.
+    confirmed_by: u64,
+    /// No local copy (a Primary without a disk, or whose disk failed under
+    /// `on-io-error detach`): it succeeds only if some peer confirmed it.
+    needs_peer: bool,
+    /// Sent by a diskless Primary: only the peer's WriteAck confirms it,
+    /// whatever the protocol (the peer sends one for such writes).
+    awaits_write_ack: bool,
 }
 
 /// An application read a diskless Primary asked a peer for, in parts of at
@@ -502,14 +531,13 @@ enum Wait {
 }
 
 impl Request {
-    /// A peer confirmed what the waits `confirmed` picks out.
-    fn confirm(&mut self, confirmed: impl Fn(&Wait) -> bool) {
+    /// Peer `p` confirmed what the waits `confirmed` picks out; with
+    /// `up_to_date`, its disk is UpToDate, so its copy counts as the data.
+    fn confirm(&mut self, p: usize, up_to_date: bool, confirmed: impl Fn(&Wait) -> bool) {
         let before = self.waiting.len();
         self.waiting.retain(|w| !confirmed(w));
-        if self.waiting.len() < before {
-            if let Some(n) = &mut self.peer_confirmations {
-                *n += 1;
-            }
+        if self.waiting.len() < before && up_to_date {
+            self.confirmed_by |= 1 << p;
         }
     }
 }
@@ -573,6 +601,11 @@ struct Peer {
     /// This node promised the peer (a Primary about to detach) to keep its
     /// disk, and has not yet heard the peer's new state.
     lends_disk: bool,
+    /// At the handshake, the two sides' data were one generation (always,
+    /// with a disk on both sides; with one diskless side, only if its
+    /// current UUID is the other's): a diskless Primary reads only from such
+    /// a peer.
+    same_data: bool,
     // Resync as target.
     resync_writes: u32,
     sync_done: Option<u64>,
@@ -644,9 +677,16 @@ pub struct Resource {
     rng: u64,
     out: Vec<Action>,
     /// A detach waiting for the local I/O in flight (its admin request).
-    detaching: Option<u64>,
+    detaching: Option<DetachCause>,
     /// The disk's state when it was detached (what its meta-data keep).
     detached_disk: DiskState,
+    /// The disk was let go after an I/O error (`on-io-error detach`): the
+    /// next one attached starts over (see `attach`).
+    last_disk_failed: bool,
+    /// The generation (current UUID, history) of a disk being detached: a
+    /// diskless Primary may take a newer one from its peer meanwhile, which
+    /// this disk does not have.
+    detached_generation: Option<(u64, [u64; HISTORY_LEN])>,
     /// Diskless Primary: application reads under way on peers, by request id,
     /// and their parts in flight, by `DataRequest` number.
     remote_reads: HashMap<u64, RemoteRead>,
@@ -661,6 +701,15 @@ pub struct Resource {
     /// done here and stable on that peer, so the peer's disk holds all the
     /// local one does when the Primary lets it go.
     primary_detach: Option<(u64, usize)>,
+}
+
+/// Why the disk is being let go.
+#[derive(Debug, Clone, Copy)]
+enum DetachCause {
+    /// `drbdadm detach` (its admin request).
+    Admin(u64),
+    /// A failed disk action under `on-io-error detach`.
+    IoError,
 }
 
 /// A Primary's detach asking peer `peer` (`KeepDiskRequest` number `tid`).
@@ -714,6 +763,7 @@ impl Resource {
                     paused_here: false,
                     paused_by_peer: false,
                     lends_disk: false,
+                    same_data: false,
                     resync_writes: 0,
                     sync_done: None,
                     verify: Verify::default(),
@@ -744,6 +794,8 @@ impl Resource {
             out: Vec::new(),
             detaching: None,
             detached_disk: DiskState::Inconsistent,
+            detached_generation: None,
+            last_disk_failed: false,
             remote_reads: HashMap::new(),
             remote_parts: HashMap::new(),
             next_req: 1,
@@ -1137,9 +1189,12 @@ impl Resource {
         let current = self.current;
         for p in 0..self.peers.len() {
             let peer = &self.peers[p];
+            let serves_diskless_primary = peer.disk == Some(DiskState::Diskless)
+                && peer.role == Some(Role::Primary)
+                && peer.same_data;
             if peer.handshake_done()
                 && peer.repl.is_established()
-                && peer.disk == Some(DiskState::UpToDate)
+                && (peer.disk == Some(DiskState::UpToDate) || serves_diskless_primary)
             {
                 let id = peer.id;
                 self.out.push(Action::Send {
@@ -1196,7 +1251,7 @@ impl Resource {
     fn data_peer(&self) -> Option<usize> {
         self.peers
             .iter()
-            .position(|p| p.handshake_done() && p.disk == Some(DiskState::UpToDate))
+            .position(|p| p.handshake_done() && p.disk == Some(DiskState::UpToDate) && p.same_data)
     }
 
     fn app_write(&mut self, id: u64, block: u64, data: Bytes) {
@@ -1351,7 +1406,9 @@ impl Resource {
             Request {
                 local_done: diskless,
                 local_failed: false,
-                peer_confirmations: diskless.then_some(0),
+                confirmed_by: 0,
+                needs_peer: diskless,
+                awaits_write_ack: diskless,
                 waiting,
             },
         );
@@ -1383,7 +1440,7 @@ impl Resource {
         if self.disk == DiskState::Diskless {
             return self.remote_read(id, block, count);
         }
-        let token = self.token(Op::AppRead { id });
+        let token = self.token(Op::AppRead { id, block, count });
         self.out.push(Action::DiskRead {
             token,
             block,
@@ -1541,7 +1598,9 @@ impl Resource {
             Request {
                 local_done: diskless,
                 local_failed: false,
-                peer_confirmations: (diskless && !waiting.is_empty()).then_some(0),
+                confirmed_by: 0,
+                needs_peer: diskless && !waiting.is_empty(),
+                awaits_write_ack: false,
                 waiting,
             },
         );
@@ -1583,7 +1642,7 @@ impl Resource {
             let request = self.requests.remove(&id).expect("checked");
             let result = if request.local_failed {
                 Err(IoError::Disk)
-            } else if request.peer_confirmations == Some(0) {
+            } else if request.needs_peer && request.confirmed_by == 0 {
                 // No disk here and no peer confirmed it: it is nowhere.
                 Err(IoError::NoUpToDateData)
             } else {
@@ -1668,8 +1727,58 @@ impl Resource {
     }
 
     fn disk_done(&mut self, token: u64, result: Result<Option<Bytes>, ()>) {
+        // Under `on-io-error detach` the disk goes first, so that what the
+        // completion tells peers (an ack) follows the news that this disk is
+        // gone.
+        if result.is_err()
+            && self.config.on_io_error == OnIoError::Detach
+            && self.disk != DiskState::Diskless
+            && self.ops.contains_key(&token)
+        {
+            self.disk_failed();
+        }
         self.disk_done_op(token, result);
         self.maybe_finish_detach();
+    }
+
+    /// `on-io-error detach`: Diskless at once, the disk released once the
+    /// actions in flight on it are done (they fail or succeed as it goes).
+    fn disk_failed(&mut self) {
+        self.out.push(Action::Note(Note::DiskFailed));
+        self.last_disk_failed = true;
+        // A detach asked for and not yet under way is done by this one.
+        let asked = match (self.keep_disk_ask.take(), self.primary_detach.take()) {
+            (Some(ask), _) => Some(ask.id),
+            (None, Some((id, _))) => Some(id),
+            (None, None) => None,
+        };
+        for p in 0..self.peers.len() {
+            self.stop_disk_work(p);
+        }
+        // The copy here is on the disk being given up: what is under way
+        // stands only if an UpToDate peer confirms it.
+        for request in self.requests.values_mut() {
+            request.needs_peer = true;
+        }
+        self.detached_disk = self.disk;
+        self.detached_generation = Some((self.current, self.history));
+        self.detaching = Some(asked.map_or(DetachCause::IoError, DetachCause::Admin));
+        self.disk = DiskState::Diskless;
+        self.pump_serve_reads();
+        self.broadcast_state();
+        // A Hello under way named the disk, and a peer must not count on it:
+        // a new connection's Hello says it is gone.
+        for p in 0..self.peers.len() {
+            let peer = &self.peers[p];
+            if peer.conn == ConnState::Connected && peer.repl == ReplState::Off {
+                let note = Note::Refused {
+                    peer: peer.id,
+                    reason: "this node's disk failed during the handshake".into(),
+                };
+                self.drop_connection(p, note, false);
+            }
+        }
+        self.drain_blocked();
     }
 
     fn disk_done_op(&mut self, token: u64, result: Result<Option<Bytes>, ()>) {
@@ -1680,17 +1789,42 @@ impl Resource {
         match op {
             Op::AppWrite { id, block, count } => {
                 self.write_finished(block, count);
+                if !ok {
+                    // Not on this disk: it differs from every peer that has it.
+                    // They mark it too: this disk may not take the record.
+                    for p in 0..self.peers.len() {
+                        self.peers[p].bitmap.set_range(block, count);
+                        if self.peers[p].handshake_done() {
+                            let id = self.peers[p].id;
+                            self.out.push(Action::Send {
+                                peer: id,
+                                message: Message::OutOfSync {
+                                    block,
+                                    count: count as u32,
+                                },
+                            });
+                        }
+                    }
+                }
+                let on_peers = self.disk == DiskState::Diskless;
                 if let Some(r) = self.requests.get_mut(&id) {
                     r.local_done = true;
-                    r.local_failed = !ok;
+                    if !ok {
+                        // With the disk gone, the write stands if a peer has it.
+                        r.needs_peer |= on_peers;
+                        r.local_failed = !on_peers;
+                    }
                 }
                 self.try_complete(id);
                 self.after_local_write();
             }
-            Op::AppRead { id } => {
-                let result = result.map_err(|_| IoError::Disk);
-                self.complete(id, result);
-            }
+            Op::AppRead { id, block, count } => match result {
+                // The disk is gone: a peer's UpToDate disk may serve it.
+                Err(()) if self.disk == DiskState::Diskless && self.role == Role::Primary => {
+                    self.remote_read(id, block, count)
+                }
+                result => self.complete(id, result.map_err(|_| IoError::Disk)),
+            },
             Op::ServeRead { peer, gen, req } => {
                 let p = &self.peers[peer];
                 if p.gen == gen && p.handshake_done() {
@@ -1705,9 +1839,15 @@ impl Resource {
                 }
             }
             Op::AppFlush { id } => {
+                let on_peers = self.disk == DiskState::Diskless;
                 if let Some(r) = self.requests.get_mut(&id) {
                     r.local_done = true;
-                    r.local_failed = !ok;
+                    if !ok {
+                        // With the disk gone, it stands if peers flush.
+                        let peers_flush = on_peers && !r.waiting.is_empty();
+                        r.needs_peer |= peers_flush;
+                        r.local_failed = !peers_flush;
+                    }
                 }
                 self.try_complete(id);
             }
@@ -1804,9 +1944,12 @@ impl Resource {
                 self.after_local_write();
             }
             Op::BarrierFlush { peer, gen, epoch } => {
+                // A disk that failed (and is gone) answers too: the peer heard
+                // it is gone first, and counts on it no more.
+                let answer = ok || self.disk == DiskState::Diskless;
                 let p = &mut self.peers[peer];
                 p.barrier_flushing = false;
-                if p.gen == gen && p.conn == ConnState::Connected && ok {
+                if p.gen == gen && p.conn == ConnState::Connected && answer {
                     let id = p.id;
                     self.out.push(Action::Send {
                         peer: id,
@@ -1980,6 +2123,7 @@ impl Resource {
         }
         for request in self.requests.values_mut() {
             request.waiting.retain(|w| w.peer() != p);
+            request.confirmed_by &= !(1 << p);
         }
         for rid in awaiting {
             self.try_complete(rid);
@@ -2150,9 +2294,7 @@ impl Resource {
             } => self.peer_data(p, seq, block, data),
             Message::RecvAck { seq }
                 if self.peers[p].awaiting.get(&seq).is_some_and(|id| {
-                    self.requests
-                        .get(id)
-                        .is_some_and(|r| r.peer_confirmations.is_some())
+                    self.requests.get(id).is_some_and(|r| r.awaits_write_ack)
                 }) =>
             {
                 // Received is not enough for a diskless Primary's write: its
@@ -2161,9 +2303,10 @@ impl Resource {
             Message::RecvAck { seq } | Message::WriteAck { seq } => {
                 let peer = &mut self.peers[p];
                 peer.unacked.remove(&seq);
+                let up_to_date = peer.disk == Some(DiskState::UpToDate);
                 if let Some(id) = peer.awaiting.remove(&seq) {
                     if let Some(r) = self.requests.get_mut(&id) {
-                        r.confirm(|w| *w == Wait::Ack { peer: p, seq });
+                        r.confirm(p, up_to_date, |w| *w == Wait::Ack { peer: p, seq });
                     }
                     self.try_complete(id);
                 }
@@ -2175,10 +2318,11 @@ impl Resource {
             }
             Message::BarrierAck { epoch } => {
                 self.peers[p].transfer_log.retain(|(e, _, _)| *e > epoch);
+                let up_to_date = self.peers[p].disk == Some(DiskState::UpToDate);
                 let ids: Vec<u64> = self.requests.keys().copied().collect();
                 for id in ids {
                     if let Some(r) = self.requests.get_mut(&id) {
-                        r.confirm(|w| matches!(*w, Wait::Barrier { peer, epoch: e } if peer == p && e <= epoch));
+                        r.confirm(p, up_to_date, |w| matches!(*w, Wait::Barrier { peer, epoch: e } if peer == p && e <= epoch));
                     }
                     self.try_complete(id);
                 }
@@ -2232,6 +2376,17 @@ impl Resource {
                 });
             }
             Message::KeepDiskReply { tid, granted } => self.keep_disk_reply(p, tid, granted),
+            Message::OutOfSync { block, count } => {
+                let count = u64::from(count);
+                if !self.check_range(block, count) {
+                    return self.protocol_error(
+                        p,
+                        format!("out-of-sync blocks {block}+{count} beyond the device"),
+                    );
+                }
+                self.peers[p].bitmap.set_range(block, count);
+                self.persist();
+            }
             Message::SkipSync { current } => {
                 let peer = &self.peers[p];
                 if self.disk == DiskState::Inconsistent
@@ -2356,10 +2511,14 @@ impl Resource {
                     self.peers[p].sync_done = Some(current);
                     self.maybe_finish_target(p);
                 } else if self.peers[p].repl.is_established()
-                    && self.disk == DiskState::UpToDate
+                    && (self.disk == DiskState::UpToDate
+                        || (self.disk == DiskState::Diskless
+                            && self.role == Role::Primary
+                            && self.peers[p].same_data))
                     && current != self.current
                 {
-                    // A peer in sync with us started a new generation.
+                    // A peer in sync with us (or whose disk serves this
+                    // diskless Primary) started a new generation.
                     push_history(&mut self.history, self.current);
                     self.current = current;
                     self.persist();
@@ -2517,14 +2676,18 @@ impl Resource {
         }
         if diskless {
             // Nothing to compare or copy: connected, without a disk on one side.
+            let same_data = hello.current & !1 == self.current & !1;
             let peer = &mut self.peers[p];
             peer.role = Some(hello.role);
             peer.disk = Some(hello.disk);
             peer.discard_my_data = false;
             peer.repl = ReplState::Established;
-            // A Primary without this peer's disk, or a diskless Primary
-            // writing to this one: the data move on without the other disk.
-            if self.role == Role::Primary || hello.role == Role::Primary {
+            peer.same_data = same_data;
+            // A Primary without this peer's disk, or a diskless Primary whose
+            // data this disk holds and which writes to it: the data move on
+            // without the other disk. (A disk of another generation is not
+            // the diskless Primary's data: it neither reads nor writes it.)
+            if self.role == Role::Primary || (hello.role == Role::Primary && same_data) {
                 self.new_generation(false);
                 self.persist();
             }
@@ -2534,6 +2697,7 @@ impl Resource {
         peer.role = Some(hello.role);
         peer.disk = Some(hello.disk);
         peer.discard_my_data = false;
+        peer.same_data = true;
         match decision {
             SyncDecision::NoSync
                 if hello.disk == DiskState::UpToDate
@@ -2717,6 +2881,8 @@ impl Resource {
     /// Starts resyncing the peer's out-of-sync blocks to it (bitmap already set).
     fn start_source(&mut self, p: usize) {
         let peer = &mut self.peers[p];
+        // The target is Inconsistent until it says it is UpToDate again.
+        peer.disk = Some(DiskState::Inconsistent);
         peer.repl = ReplState::SyncSource;
         peer.resync_cursor = 0;
         let (id, blocks) = (peer.id, peer.bitmap.count());
@@ -3202,8 +3368,9 @@ impl Resource {
             self.stop_disk_work(p);
         }
         self.detached_disk = self.disk;
+        self.detached_generation = Some((self.current, self.history));
         self.disk = DiskState::Diskless;
-        self.detaching = Some(id);
+        self.detaching = Some(DetachCause::Admin(id));
         // Peers' reads not yet started find no disk here.
         self.pump_serve_reads();
         self.broadcast_state();
@@ -3292,7 +3459,7 @@ impl Resource {
 
     /// The detach completes once no local disk action is in flight.
     fn maybe_finish_detach(&mut self) {
-        let Some(id) = self.detaching else { return };
+        let Some(cause) = self.detaching else { return };
         if !self.ops.is_empty() || !self.deferred_writes.is_empty() {
             return;
         }
@@ -3300,8 +3467,14 @@ impl Resource {
         let mut meta = self.meta();
         // Left clean: what a Primary writes from now on goes to peers only.
         meta.primary = self.crashed_primary;
+        if let Some((current, history)) = self.detached_generation.take() {
+            meta.current = current;
+            meta.history = history;
+        }
         self.out.push(Action::DetachDisk(meta));
-        self.out.push(Action::AdminDone { id, result: Ok(()) });
+        if let DetachCause::Admin(id) = cause {
+            self.out.push(Action::AdminDone { id, result: Ok(()) });
+        }
     }
 
     /// A peer detached its disk: what it may have dropped is out of sync with it,
@@ -3315,9 +3488,10 @@ impl Resource {
         // Acks it sends from now on are for writes it did not keep: a request
         // of a diskless Primary no longer counts on it.
         for request in self.requests.values_mut() {
-            if request.peer_confirmations.is_some() {
+            if request.needs_peer {
                 request.waiting.retain(|w| w.peer() != p);
             }
+            request.confirmed_by &= !(1 << p);
         }
         let ids: Vec<u64> = self.requests.keys().copied().collect();
         for id in ids {
@@ -3332,7 +3506,7 @@ impl Resource {
         self.persist();
     }
 
-    fn attach(&mut self, meta: Meta) -> Result<(), AdminError> {
+    fn attach(&mut self, mut meta: Meta) -> Result<(), AdminError> {
         if self.disk != DiskState::Diskless || self.detaching.is_some() {
             return Err(AdminError::Attached);
         }
@@ -3340,6 +3514,20 @@ impl Resource {
             // Its disk is older than the peers' now, and a Primary is never
             // a sync target here.
             return Err(AdminError::PrimaryAttach);
+        }
+        if std::mem::take(&mut self.last_disk_failed) {
+            // The last disk failed: what it holds, and what its meta-data say
+            // it holds, are not to be trusted. It starts over as a new disk
+            // does, and the handshake copies all of an UpToDate peer's.
+            meta.current = JUST_CREATED;
+            meta.history = [0; HISTORY_LEN];
+            meta.disk = DiskState::Inconsistent;
+            meta.primary = false;
+            meta.activity_log.clear();
+            for peer in &mut meta.peers {
+                peer.bitmap_uuid = 0;
+                peer.bitmap.clear_all();
+            }
         }
         self.current = meta.current;
         self.history = meta.history;

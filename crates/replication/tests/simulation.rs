@@ -100,6 +100,8 @@ struct Node {
     admin_results: Vec<(u64, bool)>,
     /// The engine released its disk (`DetachDisk`): no disk action until attach.
     detached: bool,
+    /// The disk fails every action (until it is attached again, repaired).
+    failing: bool,
 }
 
 #[derive(Clone)]
@@ -124,7 +126,9 @@ enum Mode {
     SplitBrain,
     /// Both Primary, writing the same blocks at once.
     DualPrimary,
-    /// Protocols' faults, and the Secondary detaching and attaching its disk.
+    /// Protocols' faults, the Secondary detaching and attaching its disk, the
+    /// Primary detaching its own (it goes on with the Secondary's), and either
+    /// disk failing (`on-io-error detach`) while the other is UpToDate.
     Detach,
     /// One Primary, a replica corrupted behind the engine's back, online verify;
     /// network faults (no crashes) when `Sim::verify_faults`.
@@ -229,6 +233,7 @@ impl Sim {
                 app: HashMap::new(),
                 admin_results: Vec::new(),
                 detached: false,
+                failing: false,
             });
             sim.start(id);
         }
@@ -377,11 +382,14 @@ impl Sim {
             match action {
                 Action::DetachDisk(meta) => {
                     self.trace.push(format!("node {id}: disk detached"));
-                    let disk = &mut self.nodes[id as usize].disk;
-                    let mark = disk.completions;
-                    disk.flush(mark);
-                    disk.meta = Some(meta);
-                    self.nodes[id as usize].detached = true;
+                    let node = &mut self.nodes[id as usize];
+                    // A failing disk keeps its old meta-data.
+                    if !node.failing {
+                        let mark = node.disk.completions;
+                        node.disk.flush(mark);
+                        node.disk.meta = Some(meta);
+                    }
+                    node.detached = true;
                 }
                 Action::DiskWrite { token, block, data } => self.nodes[id as usize]
                     .disk_ops
@@ -402,6 +410,7 @@ impl Sim {
                         .disk_ops
                         .push((token, DiskOp::Flush { mark }))
                 }
+                Action::PersistMeta(_) if self.nodes[id as usize].failing => {}
                 Action::PersistMeta(meta) => {
                     // Meta-data live on the same disk, written with a cache flush:
                     // every write completed before is stable too.
@@ -658,6 +667,7 @@ impl Sim {
         let at = (self.rng.below(node.disk_ops.len() as u64)) as usize;
         let (token, op) = node.disk_ops.swap_remove(at);
         let result = match op {
+            _ if node.failing => Err(()),
             DiskOp::Write { block, data } => {
                 for (i, chunk) in data.chunks(BLOCK_SIZE).enumerate() {
                     node.disk.write(block + i as u64, tag_of(chunk));
@@ -815,6 +825,43 @@ impl Sim {
             Mode::Failover | Mode::Protocols | Mode::Detach => {
                 if self.mode == Mode::Detach && (300..400).contains(&r) {
                     return self.detach_or_attach(1);
+                }
+                if self.mode == Mode::Detach && (430..440).contains(&r) {
+                    // A disk starts failing: `on-io-error detach` lets it go.
+                    // Only while the other disk is UpToDate and in sync: with
+                    // no good copy left, only the administrator can choose
+                    // what to keep.
+                    let id = self.rng.below(2) as u8;
+                    let other = &self.nodes[1 - id as usize];
+                    let other_disk_works = other.engine.as_ref().is_some_and(|e| {
+                        e.disk() == replication::DiskState::UpToDate
+                            && e.repl_state(id) == Some(ReplState::Established)
+                    }) && !other.failing;
+                    let node = &mut self.nodes[id as usize];
+                    // It fails under an action in flight, which reports it at
+                    // once: a disk failing unnoticed until a later action
+                    // could see a partition come and go meanwhile, and the
+                    // peer become its sync target: two faults.
+                    if other_disk_works
+                        && node.engine.is_some()
+                        && !node.detached
+                        && !node.failing
+                        && !node.disk_ops.is_empty()
+                    {
+                        self.trace.push(format!("node {id}: disk fails"));
+                        node.failing = true;
+                        let primary = node
+                            .engine
+                            .as_ref()
+                            .is_some_and(|e| e.role() == Role::Primary);
+                        self.complete_disk_op(id);
+                        if primary && self.config.protocol == Protocol::A {
+                            // Protocol A acknowledged writes once sent: those
+                            // still on their way are only on this disk.
+                            self.forget_unflushed();
+                        }
+                    }
+                    return;
                 }
                 if self.mode == Mode::Detach && (400..430).contains(&r) {
                     // The Primary detaches (it goes on with the peer's disk
@@ -1648,6 +1695,8 @@ impl Sim {
             }
             let meta = self.nodes[id as usize].disk.meta.clone().expect("meta");
             self.nodes[id as usize].detached = false;
+            // Repaired, with what it held.
+            self.nodes[id as usize].failing = false;
             let rid = self.admin(
                 id,
                 Admin::Attach {
@@ -1667,6 +1716,7 @@ impl Sim {
 #[test]
 fn detach_and_attach_under_faults_converge() {
     let (mut detaches, mut primary_detaches, mut remote_reads) = (0, 0, 0);
+    let mut disk_failures = 0;
     for seed in seeds(6_000_000, 2) {
         let sim = run(seed, Mode::Detach, 3000);
         detaches += sim
@@ -1680,11 +1730,17 @@ fn detach_and_attach_under_faults_converge() {
             .filter(|t| *t == "node 0: disk detached")
             .count();
         remote_reads += sim.remote_reads_checked;
+        disk_failures += sim
+            .notes
+            .iter()
+            .filter(|n| matches!(n, Note::DiskFailed))
+            .count();
     }
     assert!(detaches > 0, "no run detached a disk");
     // Node 0 is the Primary until the heal.
     assert!(primary_detaches > 0, "no Primary went diskless");
     assert!(remote_reads > 0, "no diskless Primary read from its peer");
+    assert!(disk_failures > 0, "no disk failed (on-io-error detach)");
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //! Needs root. Every external command runs under `timeout`, and a guard takes the
 //! lab (daemons, mounts, loop devices) down even when an assertion fails.
 
-use std::process::Command;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -73,6 +75,23 @@ fn corrupt_secondary(lab: &TestLab, blocks: &[u64]) {
     }
     lab.ok("nodo2", "drbdadm up r0");
     lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(30));
+}
+
+/// Waits until `node`'s log shows more than `before` resync starts with
+/// `peer`; returns them all.
+fn wait_for_resync_start(lab: &TestLab, node: &str, peer: &str, before: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let starts = resync_starts(&lab.log(node), peer);
+        if starts.len() > before {
+            return starts;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no resync: {starts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The lines of a resync's start with `peer` in a log: "... (N KiB out of sync)".
@@ -426,18 +445,7 @@ fn a_primary_detaches_goes_on_with_the_peers_disk_and_resyncs_only_what_it_misse
     assert!(!lab.sh("nodo1", "drbdadm attach r0").status.success());
 
     lab.ok("nodo1", "drbdadm secondary r0 && drbdadm attach r0");
-    let start = Instant::now();
-    let starts = loop {
-        let starts = resync_starts(&lab.log("nodo2"), "nodo1");
-        if starts.len() > before {
-            break starts;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no resync: {starts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let starts = wait_for_resync_start(&lab, "nodo2", "nodo1", before);
     assert!(
         starts[before].contains("started as SyncSource (40 KiB out of sync)"),
         "only the 10 blocks written while nodo1 had no disk: {starts:?}"
@@ -445,4 +453,187 @@ fn a_primary_detaches_goes_on_with_the_peers_disk_and_resyncs_only_what_it_misse
     lab.ok("nodo1", "drbdadm wait-sync r0");
     lab.wait_status("nodo2", "r0", IN_SYNC, Duration::from_secs(60));
     assert_disks_identical(&lab);
+}
+
+/// A 1 GiB disk that fails every read and write while a trigger file exists:
+/// `nbdkit memory` behind its error filter, as a file through `nbdfuse`, as a
+/// loop device with direct I/O. Dropping it takes it all down.
+struct FailingDisk {
+    dir: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Child,
+    loop_device: Option<String>,
+}
+
+impl FailingDisk {
+    fn new(dir: &Path) -> FailingDisk {
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        let socket = dir.join("nbd.sock");
+        let nbdkit = Command::new("nbdkit")
+            .args(["--exit-with-parent", "-f", "-U"])
+            .arg(&socket)
+            .args([
+                "--filter=error",
+                "memory",
+                "1G",
+                "error=EIO",
+                "error-rate=100%",
+            ])
+            .arg(format!("error-file={}", dir.join("fail").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdkit (scripts/install installs it)");
+        let mut disk = FailingDisk {
+            dir: dir.to_path_buf(),
+            nbdkit,
+            nbdfuse: Command::new("true").spawn().unwrap(),
+            loop_device: None,
+        };
+        wait_for(|| socket.exists(), "nbdkit's socket");
+        let file = dir.join("mnt/disk");
+        disk.nbdfuse = Command::new("nbdfuse")
+            .arg(&file)
+            .arg(format!("nbd+unix:///?socket={}", socket.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nbdfuse");
+        wait_for(|| file.exists(), "nbdfuse's file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup: {out:?}");
+        disk.loop_device = Some(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        disk
+    }
+
+    fn device(&self) -> &str {
+        self.loop_device.as_deref().unwrap()
+    }
+
+    /// Every read and write fails from now on (`true`), or none does.
+    fn set_failing(&self, failing: bool) {
+        let trigger = self.dir.join("fail");
+        if failing {
+            std::fs::write(trigger, b"").unwrap();
+        } else {
+            let _ = std::fs::remove_file(trigger);
+        }
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        if let Some(device) = self.loop_device.take() {
+            let _ = Command::new("losetup").args(["-d", &device]).status();
+        }
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg(self.dir.join("mnt"))
+            .status();
+        for child in [&mut self.nbdfuse, &mut self.nbdkit] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(done: impl Fn() -> bool, what: &str) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A lab whose failing disk outlives it: fields drop in order, so the lab
+/// (whose `down` lets go of the disk) goes first, even after a failed assert.
+struct LabWithFailingDisk {
+    lab: TestLab,
+    disk: FailingDisk,
+}
+
+#[test]
+fn a_primary_whose_disk_fails_goes_on_with_the_peers_and_takes_it_back_in_full() {
+    let lab = TestLab::up("vd-ioerr", 2);
+    let disk = FailingDisk::new(&lab.dir.join("failing"));
+    let setup = LabWithFailingDisk { lab, disk };
+    let (lab, disk) = (&setup.lab, &setup.disk);
+    let rdev = std::fs::metadata(disk.device()).unwrap().rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    lab.ok("nodo1", &format!("mknod /dev/failing b {major} {minor}"));
+    let config = R0.replacen("disk /dev/sdc;", "disk /dev/failing;", 1);
+    assert!(
+        config.contains("on nodo1 {\n    disk /dev/failing;"),
+        "{config}"
+    );
+    lab.up_fresh(&config);
+    // Both disks are fresh: no initial sync needed.
+    lab.ok(
+        "nodo1",
+        "drbdadm new-current-uuid --clear-bitmap r0 && drbdadm primary r0",
+    );
+    lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(10));
+
+    let dir = lab.dir.join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.display();
+    lab.ok(
+        "nodo1",
+        &format!(
+            "head -c 4M /dev/urandom > {dir}/a && head -c 4M /dev/urandom > {dir}/b && \
+             dd if={dir}/a of=/dev/drbd1 bs=1M oflag=direct status=none"
+        ),
+    );
+    // nodo1's disk fails: the next write fails there, is on nodo2, and
+    // succeeds; nodo1 goes on without its disk.
+    disk.set_failing(true);
+    lab.ok(
+        "nodo1",
+        &format!("dd if={dir}/b of=/dev/drbd1 bs=1M seek=8 oflag=direct status=none"),
+    );
+    let status = lab.ok("nodo1", "drbdadm status r0");
+    assert!(
+        status.contains("r0 role:Primary\n  disk:Diskless\n"),
+        "{status}"
+    );
+    assert!(lab
+        .log("nodo1")
+        .contains("the disk failed (on-io-error detach)"));
+    lab.ok(
+        "nodo1",
+        &format!(
+            "dd if=/dev/drbd1 bs=1M count=4 iflag=direct status=none | cmp - {dir}/a && \
+             dd if=/dev/drbd1 bs=1M skip=8 count=4 iflag=direct status=none | cmp - {dir}/b"
+        ),
+    );
+
+    // The disk works again; taken back (as Secondary), it is copied in full:
+    // a disk that failed holds nothing to trust.
+    disk.set_failing(false);
+    let before = resync_starts(&lab.log("nodo2"), "nodo1").len();
+    lab.ok("nodo1", "drbdadm secondary r0 && drbdadm attach r0");
+    let starts = wait_for_resync_start(lab, "nodo2", "nodo1", before);
+    let kib = lab
+        .ok("nodo2", "blockdev --getsize64 /dev/drbd1")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        / 1024;
+    assert!(
+        starts[before].contains(&format!("started as SyncSource ({kib} KiB out of sync)")),
+        "a full resync of {kib} KiB: {starts:?}"
+    );
+    lab.ok("nodo1", "drbdadm wait-sync r0");
+    lab.ok(
+        "nodo1",
+        &format!(
+            "dd if=/dev/failing bs=1M count=4 iflag=direct status=none | cmp - {dir}/a && \
+             dd if=/dev/failing bs=1M skip=8 count=4 iflag=direct status=none | cmp - {dir}/b"
+        ),
+    );
+    lab.ok("nodo1", "drbdadm down r0");
+    lab.ok("nodo2", "drbdadm down r0");
 }

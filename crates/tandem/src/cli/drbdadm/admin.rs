@@ -149,6 +149,11 @@ pub fn spec_of(r: &Resource) -> Result<ResourceSpec, Failure> {
         protocol: r.protocol().to_string(),
         allow_two_primaries: r.sections.net.flag("allow-two-primaries").unwrap_or(false),
         resync_rate: resync_rate_of(r),
+        on_io_error_detach: r
+            .sections
+            .disk
+            .get("on-io-error")
+            .is_none_or(|policy| policy == "detach"),
     })
 }
 
