@@ -1752,20 +1752,12 @@ impl Resource {
             (None, Some((id, _))) => Some(id),
             (None, None) => None,
         };
-        for p in 0..self.peers.len() {
-            self.stop_disk_work(p);
-        }
         // The copy here is on the disk being given up: what is under way
         // stands only if an UpToDate peer confirms it.
         for request in self.requests.values_mut() {
             request.needs_peer = true;
         }
-        self.detached_disk = self.disk;
-        self.detached_generation = Some((self.current, self.history));
-        self.detaching = Some(asked.map_or(DetachCause::IoError, DetachCause::Admin));
-        self.disk = DiskState::Diskless;
-        self.pump_serve_reads();
-        self.broadcast_state();
+        self.let_disk_go(asked.map_or(DetachCause::IoError, DetachCause::Admin));
         // A Hello under way named the disk, and a peer must not count on it:
         // a new connection's Hello says it is gone.
         for p in 0..self.peers.len() {
@@ -3361,20 +3353,25 @@ impl Resource {
         self.out.push(Action::AdminDone { id, result });
     }
 
-    /// Gives up the disk: Diskless at once, the disk released once the local
-    /// I/O in flight is done.
+    /// `drbdadm detach`, once it may go ahead.
     fn start_detach(&mut self, id: u64) {
+        self.let_disk_go(DetachCause::Admin(id));
+        self.maybe_finish_detach();
+    }
+
+    /// Gives up the disk: Diskless at once, the disk released (in
+    /// `maybe_finish_detach`) once the actions in flight on it are done.
+    fn let_disk_go(&mut self, cause: DetachCause) {
         for p in 0..self.peers.len() {
             self.stop_disk_work(p);
         }
         self.detached_disk = self.disk;
         self.detached_generation = Some((self.current, self.history));
         self.disk = DiskState::Diskless;
-        self.detaching = Some(DetachCause::Admin(id));
+        self.detaching = Some(cause);
         // Peers' reads not yet started find no disk here.
         self.pump_serve_reads();
         self.broadcast_state();
-        self.maybe_finish_detach();
     }
 
     /// The peer a Primary's detach can hand its I/O to: connected, UpToDate
