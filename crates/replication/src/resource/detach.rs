@@ -143,12 +143,7 @@ impl Resource {
         let peer = &mut self.peers[p];
         peer.repl = ReplState::Established;
         peer.verify = Verify::default();
-        peer.resync_reading.clear();
-        peer.resync_dirtied.clear();
-        peer.resync_sent.clear();
-        peer.resync_runs = 0;
-        peer.sync_done_sent = false;
-        peer.sync_done = None;
+        peer.clear_resync();
     }
 
     /// The detach completes once no local disk action is in flight.

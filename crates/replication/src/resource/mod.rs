@@ -639,6 +639,16 @@ struct Verify {
 }
 
 impl Peer {
+    /// Forgets a resync under way with this peer, either side.
+    fn clear_resync(&mut self) {
+        self.resync_reading.clear();
+        self.resync_dirtied.clear();
+        self.resync_sent.clear();
+        self.resync_runs = 0;
+        self.sync_done_sent = false;
+        self.sync_done = None;
+    }
+
     fn handshake_done(&self) -> bool {
         self.conn == ConnState::Connected && self.repl != ReplState::Off
     }
@@ -1923,12 +1933,7 @@ impl Resource {
         peer.hello = None;
         peer.their_bitmap = None;
         peer.barrier_pending = None;
-        peer.resync_reading.clear();
-        peer.resync_dirtied.clear();
-        peer.resync_sent.clear();
-        peer.resync_runs = 0;
-        peer.sync_done_sent = false;
-        peer.sync_done = None;
+        peer.clear_resync();
         peer.epoch_writes = 0;
         peer.epoch += 1;
         peer.lends_disk = false;
