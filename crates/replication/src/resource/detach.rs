@@ -71,15 +71,18 @@ impl Resource {
         self.broadcast_state();
     }
 
-    /// The peer a Primary's detach can hand its I/O to: connected, UpToDate
-    /// and with no block known to differ.
+    /// A peer a Primary's detach can hand its I/O to.
     pub(super) fn detach_peer(&self) -> Option<usize> {
-        self.peers.iter().position(|p| {
-            p.handshake_done()
-                && p.repl == ReplState::Established
-                && p.disk == Some(DiskState::UpToDate)
-                && p.bitmap.is_clear()
-        })
+        (0..self.peers.len()).find(|&p| self.can_take_over(p))
+    }
+
+    /// Peer `p` is connected, UpToDate and has no block known to differ.
+    fn can_take_over(&self, p: usize) -> bool {
+        let peer = &self.peers[p];
+        peer.handshake_done()
+            && peer.repl == ReplState::Established
+            && peer.disk == Some(DiskState::UpToDate)
+            && peer.bitmap.is_clear()
     }
 
     /// A Primary's detach, its writes held: lets the disk go once nothing is
@@ -89,7 +92,7 @@ impl Resource {
         let Some((id, p)) = self.primary_detach else {
             return;
         };
-        if self.role != Role::Primary || self.detach_peer() != Some(p) {
+        if self.role != Role::Primary || !self.can_take_over(p) {
             self.primary_detach = None;
             self.broadcast_state();
             self.out.push(Action::AdminDone {
@@ -113,7 +116,7 @@ impl Resource {
         let Some(ask) = self.keep_disk_ask.take_if(|a| a.tid == tid && a.peer == p) else {
             return;
         };
-        if granted && self.role == Role::Primary && self.detach_peer() == Some(p) {
+        if granted && self.role == Role::Primary && self.can_take_over(p) {
             self.primary_detach = Some((ask.id, p));
             self.close_epochs();
             return;
