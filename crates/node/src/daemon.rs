@@ -401,9 +401,8 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
         Request::Up(spec) => {
             if table.contains_key(&spec.name) {
                 // `adjust` of a resource that is up: what can change while it
-                // runs (the resync rate) takes effect.
-                let budget_per_tick = crate::host::resync_budget_per_tick(spec.resync_rate);
-                admin(&table, &spec.name, Admin::ResyncRate { budget_per_tick })
+                // runs (the resync rate, on-io-error) takes effect.
+                admin(&table, &spec.name, crate::host::options_of(&spec))
             } else {
                 start(&mut table, spec)
             }

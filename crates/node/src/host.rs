@@ -200,8 +200,24 @@ pub struct ResourceHost {
 
 /// The engine's resync budget for a rate in bytes per second: what one tick
 /// grants (a run larger than that leaves a debt later ticks pay off).
-pub(crate) fn resync_budget_per_tick(rate: Option<u64>) -> Option<u64> {
+fn resync_budget_per_tick(rate: Option<u64>) -> Option<u64> {
     rate.map(|r| r.saturating_mul(TICK.as_millis() as u64) / 1000)
+}
+
+fn on_io_error_of(spec: &ResourceSpec) -> OnIoError {
+    if spec.on_io_error_detach {
+        OnIoError::Detach
+    } else {
+        OnIoError::PassOn
+    }
+}
+
+/// The options of `spec` that `drbdadm adjust` changes on a running resource.
+pub(crate) fn options_of(spec: &ResourceSpec) -> Admin {
+    Admin::Options {
+        resync_budget_per_tick: resync_budget_per_tick(spec.resync_rate),
+        on_io_error: on_io_error_of(spec),
+    }
 }
 
 pub(crate) fn log(resource: &str, what: impl std::fmt::Display) {
@@ -241,11 +257,7 @@ impl ResourceHost {
             resync_window: 64,
             epoch_writes: 256,
             resync_budget_per_tick: resync_budget_per_tick(spec.resync_rate),
-            on_io_error: if spec.on_io_error_detach {
-                OnIoError::Detach
-            } else {
-                OnIoError::PassOn
-            },
+            on_io_error: on_io_error_of(&spec),
         };
         let seed = random_seed();
         let (engine, first_actions) = Resource::open(config, opened.meta, seed);

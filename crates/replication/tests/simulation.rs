@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use replication::message::{decode, encode};
 use replication::{
-    Action, Admin, Config, ConnState, Event, Meta, Note, Protocol, ReplState, Resource, Role,
-    VerifyAlg, BLOCK_SIZE,
+    Action, Admin, Config, ConnState, Event, Meta, Note, OnIoError, Protocol, ReplState, Resource,
+    Role, VerifyAlg, BLOCK_SIZE,
 };
 
 const BLOCKS: u64 = 96;
@@ -1807,8 +1807,9 @@ fn a_rate_limited_resync_reads_no_more_than_its_budget_and_finishes() {
         let blocks_per_tick = 1 + sim.rng.below(8);
         let budget = blocks_per_tick * BLOCK;
         for id in 0..2u8 {
-            let command = Admin::ResyncRate {
-                budget_per_tick: Some(budget),
+            let command = Admin::Options {
+                resync_budget_per_tick: Some(budget),
+                on_io_error: OnIoError::Detach,
             };
             sim.admin_ok(id, command, "resync rate refused");
         }
@@ -1845,8 +1846,9 @@ fn a_rate_limited_resync_reads_no_more_than_its_budget_and_finishes() {
         // Lifting the limit lets the next resync go at full speed.
         sim.admin_ok(
             0,
-            Admin::ResyncRate {
-                budget_per_tick: None,
+            Admin::Options {
+                resync_budget_per_tick: None,
+                on_io_error: OnIoError::Detach,
             },
             "limit not lifted",
         );

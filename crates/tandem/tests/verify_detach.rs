@@ -556,7 +556,7 @@ struct LabWithFailingDisk {
 }
 
 #[test]
-fn a_primary_whose_disk_fails_goes_on_with_the_peers_and_takes_it_back_in_full() {
+fn on_io_error_pass_on_fails_the_write_and_detach_goes_on_with_the_peers_disk() {
     let lab = TestLab::up("vd-ioerr", 2);
     let disk = FailingDisk::new(&lab.dir.join("failing"));
     let setup = LabWithFailingDisk { lab, disk };
@@ -569,7 +569,11 @@ fn a_primary_whose_disk_fails_goes_on_with_the_peers_and_takes_it_back_in_full()
         config.contains("on nodo1 {\n    disk /dev/failing;"),
         "{config}"
     );
-    lab.up_fresh(&config);
+    let pass_on = config.replace(
+        "  syncer {",
+        "  disk {\n    on-io-error pass_on;\n  }\n  syncer {",
+    );
+    lab.up_fresh(&pass_on);
     // Both disks are fresh: no initial sync needed.
     lab.ok(
         "nodo1",
@@ -587,9 +591,22 @@ fn a_primary_whose_disk_fails_goes_on_with_the_peers_and_takes_it_back_in_full()
              dd if={dir}/a of=/dev/drbd1 bs=1M oflag=direct status=none"
         ),
     );
-    // nodo1's disk fails: the next write fails there, is on nodo2, and
-    // succeeds; nodo1 goes on without its disk.
+    // nodo1's disk fails. Under `on-io-error pass_on` the write fails and
+    // the disk stays.
     disk.set_failing(true);
+    let failed = lab.sh(
+        "nodo1",
+        &format!("dd if={dir}/b of=/dev/drbd1 bs=1M seek=8 oflag=direct status=none"),
+    );
+    assert!(!failed.status.success(), "{failed:?}");
+    assert!(lab
+        .ok("nodo1", "drbdadm status r0")
+        .contains("r0 role:Primary\n  disk:UpToDate\n"));
+    // Under `detach` (the default; `adjust` applies the configuration) the
+    // next write fails there, is on nodo2, and succeeds; nodo1 goes on
+    // without its disk.
+    lab.install_r0("nodo1", &config);
+    lab.ok("nodo1", "drbdadm adjust r0");
     lab.ok(
         "nodo1",
         &format!("dd if={dir}/b of=/dev/drbd1 bs=1M seek=8 oflag=direct status=none"),

@@ -214,10 +214,12 @@ pub enum Admin {
         peer: NodeId,
         paused: bool,
     },
-    /// A new resync rate (`drbdadm adjust` after the configuration changed):
-    /// see [`Config::resync_budget_per_tick`].
-    ResyncRate {
-        budget_per_tick: Option<u64>,
+    /// The options `drbdadm adjust` changes on a running resource, after the
+    /// configuration changed: see [`Config::resync_budget_per_tick`] and
+    /// [`Config::on_io_error`].
+    Options {
+        resync_budget_per_tick: Option<u64>,
+        on_io_error: OnIoError,
     },
 }
 
@@ -1030,7 +1032,11 @@ impl Resource {
                     Ok(())
                 }
             },
-            Admin::ResyncRate { budget_per_tick } => {
+            Admin::Options {
+                resync_budget_per_tick: budget_per_tick,
+                on_io_error,
+            } => {
+                self.config.on_io_error = on_io_error;
                 self.config.resync_budget_per_tick = budget_per_tick;
                 let start = budget_at_start(budget_per_tick);
                 for p in 0..self.peers.len() {
