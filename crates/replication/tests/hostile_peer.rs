@@ -11,8 +11,24 @@ const BLOCKS: u64 = 64;
 
 /// Node 0, its handshake with node 1 done: two fresh disks, nothing to sync.
 fn connected() -> Resource {
+    let engine = handshake(None, Role::Secondary, DiskState::Inconsistent, JUST_CREATED);
+    assert_eq!(
+        engine.repl_state(1),
+        Some(replication::ReplState::Established)
+    );
+    engine
+}
+
+/// Node 0 (its disk `UpToDate` with generation `current` if given, else
+/// fresh) after its handshake with node 1, which says it is `role` with a
+/// `disk` of generation `peer_current`.
+fn handshake(current: Option<u64>, role: Role, disk: DiskState, peer_current: u64) -> Resource {
     let config = Config::new(0, vec![1], BLOCKS);
-    let meta = Meta::fresh(&config);
+    let mut meta = Meta::fresh(&config);
+    if let Some(current) = current {
+        meta.disk = DiskState::UpToDate;
+        meta.current = current;
+    }
     let (mut engine, _) = Resource::open(config, meta, 7);
     let connect = Admin::Connect {
         peer: 1,
@@ -26,23 +42,19 @@ fn connected() -> Resource {
     let hello = Hello {
         node_id: 1,
         blocks: BLOCKS,
-        role: Role::Secondary,
-        disk: DiskState::Inconsistent,
+        role,
+        disk,
         protocol: Protocol::C,
         allow_two_primaries: false,
         crashed_primary: false,
         discard_my_data: false,
         sync_paused: false,
-        current: JUST_CREATED,
+        current: peer_current,
         bitmap: 0,
         history: [0; HISTORY_LEN],
     };
     engine.handle(received(Message::Hello(hello)));
     engine.handle(received(Message::Bitmap { words: vec![0] }));
-    assert_eq!(
-        engine.repl_state(1),
-        Some(replication::ReplState::Established)
-    );
     engine
 }
 
@@ -164,39 +176,10 @@ fn a_disk_without_uptodate_data_is_not_promised_to_a_detaching_primary() {
     )));
 }
 
-/// Node 0 with an UpToDate disk, connected to node 1 of the same generation.
+/// Node 0 with an UpToDate disk, connected to node 1, a diskless Primary
+/// of the same generation.
 fn connected_up_to_date() -> Resource {
-    let config = Config::new(0, vec![1], BLOCKS);
-    let mut meta = Meta::fresh(&config);
-    meta.disk = DiskState::UpToDate;
-    meta.current = 0x1000;
-    let (mut engine, _) = Resource::open(config, meta, 7);
-    let connect = Admin::Connect {
-        peer: 1,
-        discard_my_data: false,
-    };
-    engine.handle(Event::Admin {
-        id: 1,
-        command: connect,
-    });
-    engine.handle(Event::Connected { peer: 1 });
-    let hello = Hello {
-        node_id: 1,
-        blocks: BLOCKS,
-        role: Role::Primary,
-        disk: DiskState::Diskless,
-        protocol: Protocol::C,
-        allow_two_primaries: false,
-        crashed_primary: false,
-        discard_my_data: false,
-        sync_paused: false,
-        current: 0x1000,
-        bitmap: 0,
-        history: [0; HISTORY_LEN],
-    };
-    engine.handle(received(Message::Hello(hello)));
-    engine.handle(received(Message::Bitmap { words: vec![0] }));
-    engine
+    handshake(Some(0x1000), Role::Primary, DiskState::Diskless, 0x1000)
 }
 
 fn disk_token(actions: &[Action]) -> Option<(u64, bool)> {
