@@ -2419,11 +2419,13 @@ impl Resource {
         }
         if self.peers[p].disk == Some(DiskState::Diskless) {
             // A diskless Primary keeps no copy: its disk, attached again, lacks
-            // this write. The bit is on stable storage before the write is
-            // issued, so a crash here cannot forget it.
-            let bitmap = &mut self.peers[p].bitmap;
-            if (block..block + count).any(|b| !bitmap.get(b)) {
-                bitmap.set_range(block, count);
+            // this write. A crash here must not forget that: the write's
+            // extents are in the activity log (persisted with the bitmap when
+            // the log changes; replayed into every bitmap after a crash)
+            // before it is issued, or, with no room in the log, the bitmap
+            // itself is persisted.
+            self.peers[p].bitmap.set_range(block, count);
+            if !self.activity_log_admit(block, count) {
                 self.persist();
             }
         }
