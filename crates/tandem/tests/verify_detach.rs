@@ -461,7 +461,7 @@ fn a_primary_detaches_goes_on_with_the_peers_disk_and_resyncs_only_what_it_misse
 struct FailingDisk {
     dir: PathBuf,
     nbdkit: Child,
-    nbdfuse: Child,
+    nbdfuse: Option<Child>,
     loop_device: Option<String>,
 }
 
@@ -487,17 +487,19 @@ impl FailingDisk {
         let mut disk = FailingDisk {
             dir: dir.to_path_buf(),
             nbdkit,
-            nbdfuse: Command::new("true").spawn().unwrap(),
+            nbdfuse: None,
             loop_device: None,
         };
         wait_for(|| socket.exists(), "nbdkit's socket");
         let file = dir.join("mnt/disk");
-        disk.nbdfuse = Command::new("nbdfuse")
-            .arg(&file)
-            .arg(format!("nbd+unix:///?socket={}", socket.display()))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nbdfuse");
+        disk.nbdfuse = Some(
+            Command::new("nbdfuse")
+                .arg(&file)
+                .arg(format!("nbd+unix:///?socket={}", socket.display()))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("nbdfuse"),
+        );
         wait_for(|| file.exists(), "nbdfuse's file");
         let out = Command::new("losetup")
             .args(["--find", "--show", "--direct-io=on"])
@@ -533,7 +535,7 @@ impl Drop for FailingDisk {
             .arg("-u")
             .arg(self.dir.join("mnt"))
             .status();
-        for child in [&mut self.nbdfuse, &mut self.nbdkit] {
+        for child in self.nbdfuse.iter_mut().chain([&mut self.nbdkit]) {
             let _ = child.kill();
             let _ = child.wait();
         }
