@@ -3,9 +3,12 @@
 //! refused (a protocol error drops the connection, a request it cannot serve
 //! gets a negative answer) and none panics.
 
-use replication::message::{Hello, Message, Protocol};
-use replication::uuids::{HISTORY_LEN, JUST_CREATED};
-use replication::{Action, Admin, Config, DiskState, Event, Meta, Note, Resource, Role};
+mod common;
+
+use common::{received, sent};
+use replication::message::Message;
+use replication::uuids::JUST_CREATED;
+use replication::{Action, Admin, Config, DiskState, Event, Note, Resource, Role};
 
 const BLOCKS: u64 = 64;
 
@@ -19,47 +22,15 @@ fn connected() -> Resource {
     engine
 }
 
-/// Node 0 (its disk `UpToDate` with generation `current` if given, else
-/// fresh) after its handshake with node 1, which says it is `role` with a
-/// `disk` of generation `peer_current`.
+/// Node 0 after its handshake with node 1 (see `common::handshake`).
 fn handshake(current: Option<u64>, role: Role, disk: DiskState, peer_current: u64) -> Resource {
-    let config = Config::new(0, vec![1], BLOCKS);
-    let mut meta = Meta::fresh(&config);
-    if let Some(current) = current {
-        meta.disk = DiskState::UpToDate;
-        meta.current = current;
-    }
-    let (mut engine, _) = Resource::open(config, meta, 7);
-    let connect = Admin::Connect {
-        peer: 1,
-        discard_my_data: false,
-    };
-    engine.handle(Event::Admin {
-        id: 1,
-        command: connect,
-    });
-    engine.handle(Event::Connected { peer: 1 });
-    let hello = Hello {
-        node_id: 1,
-        blocks: BLOCKS,
+    common::handshake(
+        Config::new(0, vec![1], BLOCKS),
+        current,
         role,
         disk,
-        protocol: Protocol::C,
-        allow_two_primaries: false,
-        crashed_primary: false,
-        discard_my_data: false,
-        sync_paused: false,
-        current: peer_current,
-        bitmap: 0,
-        history: [0; HISTORY_LEN],
-    };
-    engine.handle(received(Message::Hello(hello)));
-    engine.handle(received(Message::Bitmap { words: vec![0] }));
-    engine
-}
-
-fn received(message: Message) -> Event {
-    Event::Received { peer: 1, message }
+        peer_current,
+    )
 }
 
 /// The reason of the protocol error in `actions`, which must also drop the
@@ -76,16 +47,6 @@ fn protocol_error(actions: &[Action]) -> String {
         Some(reason) if dropped => reason,
         _ => panic!("no protocol error and dropped connection in {actions:?}"),
     }
-}
-
-fn sent(actions: &[Action]) -> Vec<&Message> {
-    actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { peer: 1, message } => Some(message),
-            _ => None,
-        })
-        .collect()
 }
 
 #[test]
