@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use replication::{Admin, VerifyAlg};
@@ -88,14 +88,12 @@ fn stop_on_signals(state: State, socket: std::path::PathBuf) -> std::io::Result<
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 eprintln!("tandemd: signal {signal}: taking every resource down");
-                if let Some(cluster) = state.cluster.lock().ok().and_then(|mut c| c.take()) {
+                if let Some(cluster) = locked(&state.cluster).take() {
                     cluster.unregister();
                 }
-                if let Ok(mut table) = state.resources.lock() {
-                    for (name, host) in table.drain() {
-                        host.down();
-                        eprintln!("tandemd: {name}: down");
-                    }
+                for (name, host) in locked(&state.resources).drain() {
+                    host.down();
+                    eprintln!("tandemd: {name}: down");
                 }
                 let _ = std::fs::remove_file(&socket);
                 std::process::exit(0);
@@ -146,9 +144,7 @@ fn send(stream: &UnixStream, response: &Response) -> bool {
 
 /// The cluster stack's requests; None for the others.
 fn handle_cluster(request: &Request, cluster: &ClusterSlot) -> Option<Response> {
-    let Ok(mut slot) = cluster.lock() else {
-        return Some(error("internal error".into(), 20));
-    };
+    let mut slot = locked(cluster);
     let not_registered = |name: &str| {
         error(
             format!("cluster '{name}' is not registered (o2cb register-cluster {name})"),
@@ -256,7 +252,7 @@ fn serve_lock(stream: &UnixStream, cluster: &ClusterSlot, domain: &str, name: &s
         let _ = lines.send(Input::ClientGone);
     });
     let asked = {
-        let Ok(slot) = cluster.lock() else { return };
+        let slot = locked(cluster);
         match slot.as_ref() {
             Some(host) => host.lock(
                 domain,
@@ -274,9 +270,7 @@ fn serve_lock(stream: &UnixStream, cluster: &ClusterSlot, domain: &str, name: &s
         return fail(e);
     }
     let release = |lvb: Option<[u8; cluster::dlm::LVB_LEN]>| -> Result<(), String> {
-        let Ok(slot) = cluster.lock() else {
-            return Err("internal error".into());
-        };
+        let slot = locked(cluster);
         match slot.as_ref() {
             Some(host) => host.release(domain, lock_name.clone(), client, lvb),
             None => Ok(()),
@@ -377,14 +371,19 @@ fn parse_mode(text: &str) -> Option<cluster::dlm::Mode> {
     }
 }
 
+/// `mutex`, locked even if a request panicked while holding it: one bad
+/// request must not fail every later one (the resource table and the cluster
+/// slot change by whole entries, so what a panic left is consistent).
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn error(message: String, code: i32) -> Response {
     Response::Error { message, code }
 }
 
 fn handle(request: Request, state: &State) -> (Response, bool) {
-    let Ok(mut table) = state.resources.lock() else {
-        return (error("internal error".into(), 20), false);
-    };
+    let mut table = locked(&state.resources);
     let admin =
         |table: &HashMap<String, ResourceHost>, name: &str, command: Admin| match table.get(name) {
             None => error(
@@ -495,7 +494,7 @@ fn handle(request: Request, state: &State) -> (Response, bool) {
                 host.down();
                 eprintln!("tandemd: {name}: down");
             }
-            if let Some(cluster) = state.cluster.lock().ok().and_then(|mut c| c.take()) {
+            if let Some(cluster) = locked(&state.cluster).take() {
                 cluster.unregister();
             }
             return (Response::Ok, true);

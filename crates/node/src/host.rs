@@ -220,6 +220,17 @@ pub(crate) fn options_of(spec: &ResourceSpec) -> Admin {
     }
 }
 
+/// The meta-data of `spec`'s backing `disk`, for `up` and `attach`.
+fn open_meta(spec: &ResourceSpec, disk: &Arc<FileDevice>) -> Result<Opened, String> {
+    let peers: Vec<u8> = spec.peers.iter().map(|p| p.node_id).collect();
+    let opened = MetaStore::open(disk.clone(), spec.node_id, &peers)
+        .map_err(|e| format!("{}: {e}", spec.disk))?;
+    if let Some(damage) = &opened.damaged_activity_log {
+        log(&spec.name, format_args!("{}: {damage}", spec.disk));
+    }
+    Ok(opened)
+}
+
 pub(crate) fn log(resource: &str, what: impl std::fmt::Display) {
     eprintln!("tandemd: {resource}: {what}");
 }
@@ -239,13 +250,13 @@ impl ResourceHost {
                 .map_err(|e| format!("{}: cannot open the backing disk: {e}", spec.disk))?,
         );
         let peer_ids: Vec<u8> = spec.peers.iter().map(|p| p.node_id).collect();
-        let opened = MetaStore::open(disk.clone(), spec.node_id, &peer_ids)
-            .map_err(|e| format!("{}: {e}", spec.disk))?;
         let protocol = match spec.protocol.as_str() {
             "A" => Protocol::A,
             "B" => Protocol::B,
-            _ => Protocol::C,
+            "C" => Protocol::C,
+            other => return Err(format!("protocol {other}: not A, B or C")),
         };
+        let opened = open_meta(&spec, &disk)?;
         let config = Config {
             node_id: spec.node_id,
             peers: peer_ids.clone(),
@@ -412,9 +423,7 @@ impl ResourceHost {
             FileDevice::open_backing(&self.spec.disk)
                 .map_err(|e| format!("{}: cannot open the backing disk: {e}", self.spec.disk))?,
         );
-        let peers: Vec<u8> = self.spec.peers.iter().map(|p| p.node_id).collect();
-        let opened = MetaStore::open(disk.clone(), self.spec.node_id, &peers)
-            .map_err(|e| format!("{}: {e}", self.spec.disk))?;
+        let opened = open_meta(&self.spec, &disk)?;
         let (reply, answer) = mpsc::channel();
         self.events
             .send(HostMsg::Attach {

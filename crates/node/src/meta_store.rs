@@ -57,6 +57,9 @@ pub struct Opened {
     /// Data blocks (4 KiB) in front of the meta-data.
     pub blocks: u64,
     pub al_extents: usize,
+    /// Why the activity log could not be replayed, if it could not (every
+    /// block is then out of sync with every peer).
+    pub damaged_activity_log: Option<String>,
 }
 
 impl MetaStore {
@@ -78,6 +81,17 @@ impl MetaStore {
         };
         let layout = opened.layout;
         let mut sb = opened.superblock;
+        // The superblock has one slot per node id; DRBD's parser takes one
+        // id more than that (its peer count), which no disk can hold.
+        if let Some(id) = std::iter::once(&node_id)
+            .chain(peers)
+            .find(|id| usize::from(**id) >= sb.peers.len())
+        {
+            return Err(format!(
+                "node-id {id}: the meta-data holds node ids 0 to {} only",
+                sb.peers.len() - 1
+            ));
+        }
         if peers.len() > layout.max_peers as usize {
             return Err(format!(
                 "the meta-data has room for {} peers, the configuration names {}",
@@ -110,7 +124,7 @@ impl MetaStore {
             .read_at(&mut raw, layout.bm_offset)
             .map_err(|e| format!("reading the bitmap: {e}"))?;
         let stored = drbd_meta::bitmap::Bitmap::new(raw, layout.max_peers);
-        let peers_meta = bitmap_index
+        let mut peers_meta: Vec<PeerMeta> = bitmap_index
             .iter()
             .map(|&(peer, index)| {
                 let slot = &sb.peers[usize::from(peer)];
@@ -139,16 +153,27 @@ impl MetaStore {
             DiskState::Outdated
         };
         let mut activity_log = Vec::new();
+        let mut damaged_activity_log = None;
         if sb.flags & mdf::AL_CLEAN == 0 {
             let mut area = vec![0u8; layout.al_bytes() as usize];
             device
                 .read_at(&mut area, layout.al_offset)
                 .map_err(|e| format!("reading the activity log: {e}"))?;
-            if let Ok(replay) =
-                activity_log::replay(&area, layout.al_stripes, layout.al_stripe_size_4k)
-            {
-                activity_log = replay.hot_extents.iter().map(|e| u64::from(*e)).collect();
-                activity_log.dedup();
+            match activity_log::replay(&area, layout.al_stripes, layout.al_stripe_size_4k) {
+                Ok(replay) => {
+                    activity_log = replay.hot_extents.iter().map(|e| u64::from(*e)).collect();
+                    activity_log.dedup();
+                }
+                Err(e) => {
+                    // Which extents were being written at the crash is lost:
+                    // any block may differ from the peers', so all are resynced.
+                    for peer in &mut peers_meta {
+                        peer.bitmap.set_all();
+                    }
+                    damaged_activity_log = Some(format!(
+                        "the activity log cannot be replayed ({e}): every block is marked out of sync"
+                    ));
+                }
             }
         }
         let meta = Meta {
@@ -179,6 +204,7 @@ impl MetaStore {
             meta,
             blocks,
             al_extents,
+            damaged_activity_log,
         })
     }
 
@@ -255,5 +281,54 @@ impl MetaStore {
         // One flush for all: data writes completed before it become stable too
         // (what the engine's PersistMeta promises).
         self.device.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DISK_BYTES: u64 = 64 << 20;
+
+    /// A sparse file with fresh meta-data for 2 peers, and its layout.
+    fn disk_with_meta(dir: &tempfile::TempDir) -> (Arc<FileDevice>, Layout) {
+        let device =
+            FileDevice::create(dir.path().join("disk"), DISK_BYTES, &Default::default()).unwrap();
+        let layout = Layout::internal_default(DISK_BYTES, 2).unwrap();
+        ops::create(&mut Adapter(&device), &layout, 0x1234).unwrap();
+        (Arc::new(device), layout)
+    }
+
+    #[test]
+    fn a_node_id_the_meta_data_cannot_hold_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (device, _) = disk_with_meta(&dir);
+        let err = MetaStore::open(device.clone(), 0, &[32]).err().unwrap();
+        assert_eq!(err, "node-id 32: the meta-data holds node ids 0 to 31 only");
+        let err = MetaStore::open(device.clone(), 255, &[1]).err().unwrap();
+        assert!(err.starts_with("node-id 255:"), "{err}");
+        assert!(MetaStore::open(device, 31, &[0]).is_ok());
+    }
+
+    #[test]
+    fn an_activity_log_that_cannot_be_replayed_marks_every_block_out_of_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (device, layout) = disk_with_meta(&dir);
+        // As after a crash: the log is to be replayed, but it is garbage.
+        let mut adapter = Adapter(&device);
+        let mut sb = ops::open(&mut adapter).unwrap().unwrap().superblock;
+        sb.flags &= !mdf::AL_CLEAN;
+        ops::write_superblock(&mut adapter, &layout, &sb).unwrap();
+        let garbage: Vec<u8> = (0..layout.al_bytes()).map(|i| (i * 7 + 3) as u8).collect();
+        device.write_at(&garbage, layout.al_offset, false).unwrap();
+
+        let opened = MetaStore::open(device, 0, &[1]).unwrap();
+        let damage = opened.damaged_activity_log.expect("the damage is reported");
+        assert!(
+            damage.contains("every block is marked out of sync"),
+            "{damage}"
+        );
+        let bitmap = &opened.meta.peers[0].bitmap;
+        assert_eq!(bitmap.count(), opened.blocks);
     }
 }

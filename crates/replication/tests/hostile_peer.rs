@@ -191,3 +191,35 @@ fn a_diskless_primarys_read_waits_for_its_earlier_write_then_gets_the_blocks() {
         }]
     );
 }
+
+#[test]
+fn acks_and_verify_results_beyond_the_device_drop_the_connection() {
+    for message in [
+        Message::ResyncAck {
+            block: 0,
+            count: u32::MAX,
+        },
+        Message::ResyncAck {
+            block: u64::MAX,
+            count: 1,
+        },
+        Message::OvReply {
+            block: u64::MAX - 3,
+            count: 64,
+            differ: u64::MAX,
+        },
+        Message::OvResult {
+            block: BLOCKS - 1,
+            count: 2,
+            out_of_sync: 3,
+        },
+    ] {
+        let mut engine = connected();
+        let reason = protocol_error(&engine.handle(received(message.clone())));
+        assert!(
+            reason.contains("beyond the device"),
+            "{message:?}: {reason}"
+        );
+        assert_eq!(engine.out_of_sync(1), Some(0), "{message:?}");
+    }
+}

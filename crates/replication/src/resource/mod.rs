@@ -2274,11 +2274,30 @@ impl Resource {
                 self.submit_write(token, block, data);
             }
             Message::ResyncAck { block, count } => {
+                let count = u64::from(count);
+                if !self.check_range(block, count) {
+                    return self.protocol_error(
+                        p,
+                        format!("a resync ack of blocks {block}+{count} beyond the device"),
+                    );
+                }
                 let peer = &mut self.peers[p];
-                for b in block..block.saturating_add(u64::from(count)) {
-                    if peer.resync_sent.remove(&b) {
-                        peer.bitmap.clear(b);
-                    }
+                // Blocks sent are few; a peer's count may be the whole device.
+                let acked: Vec<u64> = if count <= peer.resync_sent.len() as u64 {
+                    (block..block + count)
+                        .filter(|b| peer.resync_sent.contains(b))
+                        .collect()
+                } else {
+                    let run = block..block + count;
+                    peer.resync_sent
+                        .iter()
+                        .copied()
+                        .filter(|b| run.contains(b))
+                        .collect()
+                };
+                for b in acked {
+                    peer.resync_sent.remove(&b);
+                    peer.bitmap.clear(b);
                 }
                 peer.resync_runs = peer.resync_runs.saturating_sub(1);
                 self.pump_resync(p);
@@ -2313,6 +2332,14 @@ impl Resource {
                 }
                 self.peers[p].verify.queue.push_back((block, alg, digests));
                 self.pump_verify_target(p);
+            }
+            Message::OvReply { block, count, .. } | Message::OvResult { block, count, .. }
+                if !self.check_range(block, u64::from(count)) =>
+            {
+                self.protocol_error(
+                    p,
+                    format!("a verify result of blocks {block}+{count} beyond the device"),
+                )
             }
             Message::OvReply {
                 block,

@@ -1,5 +1,8 @@
 //! Driving one engine by hand: node 0, with node 1 played by the test.
 
+// Each test file uses a part of it.
+#![allow(dead_code)]
+
 use replication::message::{Hello, Message};
 use replication::uuids::HISTORY_LEN;
 use replication::{Action, Admin, Config, DiskState, Event, Meta, Resource, Role};
