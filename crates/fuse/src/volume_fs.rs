@@ -338,7 +338,7 @@ impl Filesystem for VolumeFs {
         if !inode.is_symlink() {
             return reply.error(Errno::EINVAL);
         }
-        match self.volume.read_range(&inode, 0, inode.size as usize) {
+        match self.volume.symlink_target(&inode) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(self.fail(&e)),
         }

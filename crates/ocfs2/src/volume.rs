@@ -7,6 +7,7 @@
 //! metaecc check when the volume has the feature; a single flipped bit is
 //! corrected in memory, anything worse is an error naming the block.
 
+use std::collections::HashSet;
 use std::os::unix::fs::FileExt;
 
 use crate::blockcheck::{self, CheckOutcome};
@@ -17,7 +18,7 @@ use crate::dir::{
     decode_entries, DirEntry, DIR_TRAILER_CHECK_OFFSET, DIR_TRAILER_SIGNATURE, DIR_TRAILER_SIZE,
 };
 use crate::error::{DecodeError, Error, Result};
-use crate::extent::{ExtentBlock, ExtentRec, EXTENT_BLOCK_CHECK_OFFSET};
+use crate::extent::{ExtentBlock, ExtentList, ExtentRec, EXTENT_BLOCK_CHECK_OFFSET};
 use crate::superblock::{SuperBlock, INCOMPAT_SUPPORTED, SUPER_BLOCK_BLKNO};
 use crate::xattr::{
     self, namespace, XattrBlock, XattrBlockBody, XattrItem, XattrValue, XATTR_BLOCK_ATTRS_OFFSET,
@@ -59,6 +60,10 @@ impl<T: BlockSource + ?Sized> BlockSource for &T {
         (**self).read_at(offset, buf)
     }
 }
+
+/// The deepest extent tree read (a bound for damaged trees; mkfs and the
+/// kernel build trees of at most 5 levels).
+const MAX_TREE_DEPTH: u16 = 8;
 
 /// A volume opened for reading.
 pub struct Volume<S> {
@@ -175,26 +180,58 @@ impl<S: BlockSource> Volume<S> {
         let Body::Extents(list) = &inode.body else {
             return Ok(Vec::new());
         };
+        self.leaves(list, inode.blkno, "dinode")
+    }
+
+    /// The leaf records of the extent tree rooted at `list`, in the
+    /// `structure` of block `owner`.
+    fn leaves(
+        &self,
+        list: &ExtentList,
+        owner: u64,
+        structure: &'static str,
+    ) -> Result<Vec<ExtentRec>> {
+        // Each level down is one less deep (checked on the way), so this
+        // bounds the walk's recursion.
+        if list.tree_depth > MAX_TREE_DEPTH {
+            return Err(DecodeError {
+                block: owner,
+                structure,
+                field: "l_tree_depth",
+                problem: format!("{} levels, more than {MAX_TREE_DEPTH}", list.tree_depth),
+            }
+            .into());
+        }
         let mut out = Vec::new();
-        self.collect_leaves(list.tree_depth, &list.recs, &mut out, 0)?;
+        self.collect_leaves(list.tree_depth, &list.recs, &mut out, &mut HashSet::new())?;
         Ok(out)
     }
 
+    /// The leaf records under `recs`, a node of `depth`. Each extent block
+    /// belongs to one place in one tree: a damaged tree that points to one
+    /// twice (which could make the walk read a block per path, exponentially
+    /// many) is refused.
     fn collect_leaves(
         &self,
         depth: u16,
         recs: &[ExtentRec],
         out: &mut Vec<ExtentRec>,
-        level: u32,
+        seen: &mut HashSet<u64>,
     ) -> Result<()> {
         if depth == 0 {
             out.extend_from_slice(recs);
             return Ok(());
         }
-        if level > 8 {
-            return Err(Error::Invalid("extent tree deeper than 8 levels".into()));
-        }
         for r in recs {
+            if !seen.insert(r.blkno) {
+                return Err(DecodeError {
+                    block: r.blkno,
+                    structure: "extent_rec",
+                    field: "e_blkno",
+                    problem: "an extent block reached twice in one tree".into(),
+                }
+                .into());
+            }
             let eb = self.read_extent_block(r.blkno)?;
             if eb.list.tree_depth + 1 != depth {
                 return Err(DecodeError {
@@ -205,7 +242,7 @@ impl<S: BlockSource> Volume<S> {
                 }
                 .into());
             }
-            self.collect_leaves(eb.list.tree_depth, &eb.list.recs, out, level + 1)?;
+            self.collect_leaves(eb.list.tree_depth, &eb.list.recs, out, seen)?;
         }
         Ok(())
     }
@@ -242,7 +279,7 @@ impl<S: BlockSource> Volume<S> {
                     if s >= e || r.flags() & crate::extent::EXT_UNWRITTEN != 0 {
                         continue;
                     }
-                    let disk = r.blkno * u64::from(self.block_size()) + (s - ext_start);
+                    let disk = self.byte_offset(r.blkno)? + (s - ext_start);
                     let dst = &mut out[(s - offset) as usize..(e - offset) as usize];
                     self.src.read_at(disk, dst).map_err(|e| Error::Io {
                         offset: disk,
@@ -253,6 +290,22 @@ impl<S: BlockSource> Volume<S> {
             }
             _ => Ok(vec![0u8; want]),
         }
+    }
+
+    /// The target of a symbolic link.
+    pub fn symlink_target(&self, inode: &Dinode) -> Result<Vec<u8>> {
+        // OCFS2 keeps a target shorter than a block; a damaged size must not
+        // make the read allocate whatever it says.
+        if inode.size >= u64::from(self.block_size()) {
+            return Err(DecodeError {
+                block: inode.blkno,
+                structure: "dinode",
+                field: "i_size",
+                problem: format!("{} bytes for a symbolic link's target", inode.size),
+            }
+            .into());
+        }
+        self.read_range(inode, 0, inode.size as usize)
     }
 
     /// The entries of a directory, in on-disk order.
@@ -273,7 +326,10 @@ impl<S: BlockSource> Volume<S> {
                 if logical * bs >= inode.size {
                     break;
                 }
-                let blkno = r.blkno + i;
+                let blkno = r
+                    .blkno
+                    .checked_add(i)
+                    .ok_or_else(|| Error::Invalid(format!("block {} out of range", r.blkno)))?;
                 let mut buf = self.read_block(blkno)?;
                 let has_trailer = buf.len() >= DIR_TRAILER_SIZE
                     && buf
@@ -349,8 +405,7 @@ impl<S: BlockSource> Volume<S> {
             let value = match &item.value {
                 XattrValue::Local(v) => v.clone(),
                 XattrValue::Outside { size, root } => {
-                    let mut leaves = Vec::new();
-                    self.collect_leaves(root.list.tree_depth, &root.list.recs, &mut leaves, 0)?;
+                    let leaves = self.leaves(&root.list, block, "xattr_value_root")?;
                     self.read_mapped(&leaves, *size, block)?
                 }
             };
@@ -413,8 +468,7 @@ impl<S: BlockSource> Volume<S> {
             }
             XattrBlockBody::Tree { list, .. } => list,
         };
-        let mut leaves = Vec::new();
-        self.collect_leaves(list.tree_depth, &list.recs, &mut leaves, 0)?;
+        let leaves = self.leaves(&list, blkno, "xattr_tree_root")?;
         let bs = self.block_size() as usize;
         let per_bucket = (XATTR_BUCKET_SIZE / bs).max(1) as u64;
         let buckets_per_cluster = self.sb.cluster_size() as usize / XATTR_BUCKET_SIZE;
@@ -466,6 +520,14 @@ impl<S: BlockSource> Volume<S> {
 
     /// `size` bytes mapped by leaf extents counted in clusters from 0 (a
     /// value kept outside its entry); `owner` is the block of the entry.
+    /// Where block `blkno` starts on the device (an error for a block number
+    /// no device has).
+    fn byte_offset(&self, blkno: u64) -> Result<u64> {
+        blkno
+            .checked_mul(u64::from(self.block_size()))
+            .ok_or_else(|| Error::Invalid(format!("block {blkno} out of range")))
+    }
+
     fn read_mapped(&self, leaves: &[ExtentRec], size: u64, owner: u64) -> Result<Vec<u8>> {
         let cs = u64::from(self.sb.cluster_size());
         let mut out = vec![0u8; size as usize];
@@ -476,10 +538,7 @@ impl<S: BlockSource> Volume<S> {
             if start >= end {
                 continue;
             }
-            let disk = r
-                .blkno
-                .checked_mul(u64::from(self.block_size()))
-                .ok_or_else(|| Error::Invalid(format!("block {} out of range", r.blkno)))?;
+            let disk = self.byte_offset(r.blkno)?;
             self.src
                 .read_at(disk, &mut out[start as usize..end as usize])
                 .map_err(|e| Error::Io {
