@@ -891,7 +891,11 @@ fn describe(note: &Note, name: impl Fn(u8) -> String) -> String {
             if *source { "SyncSource" } else { "SyncTarget" },
             blocks * 4
         ),
-        Note::SyncFinished { peer } => format!("resync with {} finished", name(*peer)),
+        Note::SyncFinished { peer, copied } => format!(
+            "resync with {} finished ({} KiB copied)",
+            name(*peer),
+            copied * 4
+        ),
         Note::SplitBrain { peer } => format!(
             "Split-Brain detected with {}, dropping connection (resolve with `drbdadm connect --discard-my-data` on the victim)",
             name(*peer)

@@ -1798,6 +1798,20 @@ fn attach_resyncs_exactly_the_blocks_written_while_detached() {
                 sim.written
             ));
         }
+        // And exactly those were copied: sent by one side, written by the other.
+        let copied: Vec<(u8, u64)> = sim.notes[notes_before..]
+            .iter()
+            .filter_map(|n| match n {
+                Note::SyncFinished { peer, copied } => Some((*peer, *copied)),
+                _ => None,
+            })
+            .collect();
+        let n = sim.written.len() as u64;
+        if copied.len() != 2 || !copied.contains(&(1, n)) || !copied.contains(&(0, n)) {
+            sim.fail(&format!(
+                "copied {copied:?} after writing {n} blocks while detached"
+            ));
+        }
     }
 }
 

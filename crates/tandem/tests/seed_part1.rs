@@ -130,6 +130,14 @@ fn seed_part_one_xfs_on_the_primary_refused_on_the_secondary_and_handed_over() {
         checksum(&lab.image("nodo2", "sdc"), size),
         "the Secondary's disk changed"
     );
+    // Still Secondary (nothing promoted it), connected, both UpToDate.
+    assert_eq!(lab.ok("nodo2", "drbdadm role wwwdata"), "Secondary\n");
+    assert_eq!(lab.ok("nodo2", "drbdadm cstate wwwdata"), "Connected\n");
+    assert_eq!(
+        lab.ok("nodo2", "drbdadm dstate wwwdata"),
+        "UpToDate/UpToDate\n"
+    );
+    assert_eq!(lab.ok("nodo1", "drbdadm role wwwdata"), "Primary\n");
     // Demotion is refused while mounted.
     assert!(!lab
         .sh("nodo1", "drbdadm secondary wwwdata")
@@ -208,6 +216,20 @@ fn after_a_disconnect_only_the_written_blocks_are_resynced() {
         resyncs[1].contains("(400 KiB out of sync)"),
         "only the 100 written blocks: {log}"
     );
+    // And only they were copied: sent by nodo1, written by nodo2.
+    for (node, peer) in [("nodo1", "nodo2"), ("nodo2", "nodo1")] {
+        let log = lab.log(node);
+        let finished: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("resync with {peer} finished")))
+            .collect();
+        assert!(
+            finished
+                .last()
+                .is_some_and(|l| l.contains("(400 KiB copied)")),
+            "{node}: {log}"
+        );
+    }
 
     // nodo2 (the side that listens) goes down and straight back up: its
     // address is free again at once, and it reconnects.

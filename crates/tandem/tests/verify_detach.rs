@@ -373,7 +373,17 @@ fn a_resync_rate_limit_holds_the_sync_back_until_adjust_lifts_it() {
     lab.up_fresh(&limited);
     lab.ok("nodo1", "drbdadm primary --force r0");
     let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
+    // Meanwhile `wait-sync` on a terminal (a pseudo-terminal from `script`)
+    // draws the resync's progress, until `timeout` ends it.
+    let waiting = lab.sh(
+        "nodo1",
+        "timeout 3 script -qfec 'drbdadm wait-sync r0' /dev/null",
+    );
+    let drawn = String::from_utf8_lossy(&waiting.stdout);
+    assert!(
+        drawn.contains("\rr0 SyncSource: [") && drawn.contains("%"),
+        "{drawn:?}"
+    );
     let status = lab.ok("nodo1", "drbdadm status r0");
     let seconds = started.elapsed().as_secs_f64();
     let done = done_percent(&status).unwrap_or_else(|| panic!("no done: in\n{status}"));
@@ -385,6 +395,16 @@ fn a_resync_rate_limit_holds_the_sync_back_until_adjust_lifts_it() {
         "done:{done} after {seconds:.1} s at 4 MiB/s (at most {most:.2}):\n{status}"
     );
     assert!(status.contains("replication:SyncSource"), "{status}");
+    // The control socket is root's: another user is told so.
+    let denied = lab.sh(
+        "nodo1",
+        "setpriv --reuid=65534 --regid=65534 --clear-groups drbdadm status r0",
+    );
+    let said = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        !denied.status.success() && said.contains("tandemd.sock: permission denied"),
+        "{said}"
+    );
 
     // The limit gone from the configuration, `adjust` applies it to the
     // running resource.

@@ -362,6 +362,10 @@ pub enum Note {
     },
     SyncFinished {
         peer: NodeId,
+        /// Blocks this node copied in the resync: sent as its source,
+        /// written as its target (a block read again after an application
+        /// write overtook it counts each time).
+        copied: u64,
     },
     SplitBrain {
         peer: NodeId,
@@ -591,6 +595,8 @@ struct Peer {
     barrier_flushing: bool,
     // Resync as source.
     resync_cursor: u64,
+    /// Blocks sent (source) or written (target) since this resync started.
+    resync_copied: u64,
     resync_reading: HashSet<u64>,
     resync_dirtied: HashSet<u64>,
     resync_sent: HashSet<u64>,
@@ -772,6 +778,7 @@ impl Resource {
                     barrier_pending: None,
                     barrier_flushing: false,
                     resync_cursor: 0,
+                    resync_copied: 0,
                     resync_reading: HashSet::new(),
                     resync_dirtied: HashSet::new(),
                     resync_sent: HashSet::new(),
@@ -1754,6 +1761,7 @@ impl Resource {
                     return;
                 }
                 p.resync_sent.extend(block..block + count);
+                p.resync_copied += count;
                 let data = result.ok().flatten().unwrap_or_default();
                 let id = p.id;
                 self.out.push(Action::Send {
@@ -2265,6 +2273,7 @@ impl Resource {
                 }
                 let gen = self.peers[p].gen;
                 self.peers[p].resync_writes += 1;
+                self.peers[p].resync_copied += count;
                 let token = self.token(Op::ResyncWrite {
                     peer: p,
                     gen,

@@ -258,6 +258,7 @@ impl Resource {
         peer.disk = Some(DiskState::Inconsistent);
         peer.repl = ReplState::SyncSource;
         peer.resync_cursor = 0;
+        peer.resync_copied = 0;
         let (id, blocks) = (peer.id, peer.bitmap.count());
         self.out.push(Action::Note(Note::SyncStarted {
             peer: id,
@@ -274,6 +275,7 @@ impl Resource {
             peer.bitmap.set_all();
         }
         peer.repl = ReplState::SyncTarget;
+        peer.resync_copied = 0;
         peer.sync_done = None;
         peer.verify = Verify::default();
         let (id, blocks) = (peer.id, peer.bitmap.count());
@@ -393,11 +395,12 @@ impl Resource {
             push_history(&mut self.history, peer.bitmap_uuid);
             peer.bitmap_uuid = 0;
         }
-        let id = peer.id;
+        let (id, copied) = (peer.id, peer.resync_copied);
         if self.peers.iter().all(|q| q.repl != ReplState::SyncSource) {
             self.crashed_primary = false;
         }
-        self.out.push(Action::Note(Note::SyncFinished { peer: id }));
+        self.out
+            .push(Action::Note(Note::SyncFinished { peer: id, copied }));
         self.persist();
     }
 
@@ -434,8 +437,9 @@ impl Resource {
         peer.bitmap_uuid = 0;
         peer.bitmap.clear_all();
         peer.repl = ReplState::Established;
-        let id = peer.id;
-        self.out.push(Action::Note(Note::SyncFinished { peer: id }));
+        let (id, copied) = (peer.id, peer.resync_copied);
+        self.out
+            .push(Action::Note(Note::SyncFinished { peer: id, copied }));
         self.persist();
         self.broadcast_state();
     }

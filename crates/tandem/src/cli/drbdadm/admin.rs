@@ -179,14 +179,20 @@ fn resync_rate_of(r: &Resource) -> Option<u64> {
 }
 
 fn call(request: &Request) -> Result<Response, Failure> {
-    control::call(&control::socket_path(), request, CALL_TIMEOUT).map_err(|e| {
-        (
+    let socket = control::socket_path();
+    control::call(&socket, request, CALL_TIMEOUT).map_err(|e| {
+        let message = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            format!(
+                "{}: permission denied: only root talks to the daemon",
+                socket.display()
+            )
+        } else {
             format!(
                 "no tandem daemon answers on {} ({e}); `drbdadm up` starts it",
-                control::socket_path().display()
-            ),
-            EXIT_DAEMON,
-        )
+                socket.display()
+            )
+        };
+        (message, EXIT_DAEMON)
     })
 }
 
