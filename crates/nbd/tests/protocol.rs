@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use blockdev::{BlockDevice, MemoryDevice};
+use blockdev::{BlockDevice, FaultyDevice, MemoryDevice};
 use nbd::conn::{decode_info_request, decode_request_header};
 use nbd::proto::*;
 use nbd::{execute, Command, Connection, ExportInfo, ProtocolError};
@@ -189,6 +189,43 @@ fn export_name_and_read_only() {
         u32::from_be_bytes(c.take_output()[4..8].try_into().unwrap()),
         EPERM
     );
+}
+
+/// A write with `NBD_CMD_FLAG_FUA` is on stable storage when it is answered,
+/// and so is every write answered before an `NBD_CMD_FLUSH`; a plain write
+/// may be lost at a crash.
+#[test]
+fn fua_writes_and_flushed_writes_survive_a_crash() {
+    let dev = FaultyDevice::new(MemoryDevice::new(1 << 20));
+    let mut c = greeted();
+    c.receive(&option(OPT_EXPORT_NAME, b"disk"));
+    drive(&mut c, &dev).unwrap();
+    c.take_output();
+    let write = |c: &mut Connection, flags: u16, cookie: u64, offset: u64, byte: u8| {
+        let mut w = request(flags, CMD_WRITE, cookie, offset, 4096);
+        w.extend_from_slice(&[byte; 4096]);
+        c.receive(&w);
+        drive(c, &dev).unwrap();
+        let out = c.take_output();
+        assert_eq!(out[4..8], [0; 4], "write {cookie} failed");
+    };
+    let block = |offset: u64| {
+        let mut b = vec![0u8; 4096];
+        dev.read_at(&mut b, offset).unwrap();
+        b[0]
+    };
+
+    write(&mut c, 0, 1, 0, 0xaa);
+    write(&mut c, CMD_FLAG_FUA, 2, 4096, 0xbb);
+    dev.crash().unwrap();
+    assert_eq!((block(0), block(4096)), (0, 0xbb));
+
+    write(&mut c, 0, 3, 8192, 0xcc);
+    c.receive(&request(0, CMD_FLUSH, 4, 0, 0));
+    drive(&mut c, &dev).unwrap();
+    assert_eq!(c.take_output()[4..8], [0; 4]);
+    dev.crash().unwrap();
+    assert_eq!(block(8192), 0xcc);
 }
 
 #[test]
