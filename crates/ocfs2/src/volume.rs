@@ -65,6 +65,9 @@ impl<T: BlockSource + ?Sized> BlockSource for &T {
 /// kernel build trees of at most 5 levels).
 const MAX_TREE_DEPTH: u16 = 8;
 
+/// Linux's PATH_MAX: the longest symbolic link target, its NUL included.
+const PATH_MAX: u64 = 4096;
+
 /// A volume opened for reading.
 pub struct Volume<S> {
     src: S,
@@ -294,9 +297,10 @@ impl<S: BlockSource> Volume<S> {
 
     /// The target of a symbolic link.
     pub fn symlink_target(&self, inode: &Dinode) -> Result<Vec<u8>> {
-        // OCFS2 keeps a target shorter than a block; a damaged size must not
-        // make the read allocate whatever it says.
-        if inode.size >= u64::from(self.block_size()) {
+        // A target is shorter than PATH_MAX (the kernel's bound, its NUL
+        // included; a slow link may span blocks): a damaged size must not make
+        // the read allocate whatever it says.
+        if inode.size >= PATH_MAX {
             return Err(DecodeError {
                 block: inode.blkno,
                 structure: "dinode",

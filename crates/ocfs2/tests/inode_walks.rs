@@ -2,7 +2,8 @@
 //! tree reads its leaves in order; a damaged one (an extent block reached
 //! twice, which would make the walk exponential, or a depth beyond any real
 //! tree) is refused with the block and field named, never a hang or a panic.
-//! Symbolic links: a damaged size is refused before anything is allocated.
+//! Symbolic links: a size of PATH_MAX or more is refused before anything is
+//! allocated.
 
 use ocfs2::dinode::{flags, mode, Body, Dinode};
 use ocfs2::extent::{ExtentBlock, ExtentList, ExtentRec};
@@ -141,7 +142,7 @@ fn a_tree_deeper_than_any_real_one_is_refused() {
 }
 
 #[test]
-fn a_symlink_target_longer_than_a_block_is_refused() {
+fn a_symlink_target_of_path_max_or_more_is_refused() {
     let mut image = formatted();
     let target = b"/srv/www/index.html";
     put(&mut image, FREE + 10, &{
@@ -158,9 +159,11 @@ fn a_symlink_target_longer_than_a_block_is_refused() {
         target.len() as u64,
         extents.clone(),
     );
-    let damaged = inode(&mut image, FREE + 3, link, 1 << 40, extents);
+    let longest = inode(&mut image, FREE + 4, link, 4095, extents.clone());
+    let damaged = inode(&mut image, FREE + 3, link, 4096, extents);
     let vol = Volume::open(image.as_slice()).unwrap();
     assert_eq!(vol.symlink_target(&sound).unwrap(), target);
+    assert_eq!(vol.symlink_target(&longest).unwrap().len(), 4095);
     let err = vol.symlink_target(&damaged).unwrap_err().to_string();
     assert!(err.contains(&format!("block {}", FREE + 3)), "{err}");
     assert!(err.contains("i_size"), "{err}");
