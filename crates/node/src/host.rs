@@ -26,8 +26,8 @@ use bytes::Bytes;
 use fuse::{DeviceMount, LoopDevice, LoopOptions, OpenGate, ServeOptions};
 use replication::message::{encode_split, Message, Protocol};
 use replication::{
-    Action, Admin, AdminError, Config, ConnState, DiskState, Event, IoError, Note, OnIoError,
-    ReplState, Resource, Role, BLOCK_SIZE,
+    Action, Admin, AdminError, Config, ConnState, Event, IoError, Note, OnIoError, ReplState,
+    Resource, Role, BLOCK_SIZE,
 };
 
 use crate::control::{PeerStatus, ResourceStatus};
@@ -643,14 +643,14 @@ impl EngineState {
                 opened,
                 reply,
             } => {
-                if self.store.is_some() || self.engine.disk() != DiskState::Diskless {
-                    let _ = reply.send(Err(admin_message(&self.name, AdminError::Attached)));
-                    return;
-                }
-                // The engine refuses it too; refused here, the disk is not
+                // Refused here as the engine would refuse it, the disk is not
                 // taken up only to be let go.
-                if self.engine.role() == Role::Primary {
-                    let _ = reply.send(Err(admin_message(&self.name, AdminError::PrimaryAttach)));
+                let refused = match self.engine.attach_refused() {
+                    None if self.store.is_some() => Some(AdminError::Attached),
+                    refused => refused,
+                };
+                if let Some(refused) = refused {
+                    let _ = reply.send(Err(admin_message(&self.name, refused)));
                     return;
                 }
                 if opened.blocks != self.blocks {
@@ -859,10 +859,10 @@ fn admin_message(resource: &str, e: AdminError) -> String {
             "(-2) Need access to UpToDate data (a Primary detaches only while a connected peer has UpToDate data, in sync with it)"
         }
         AdminError::DisklessPrimaryUses => {
-            "(-2) Need access to UpToDate data (a diskless Primary uses this disk: demote it first)"
+            "(-2) Need access to UpToDate data (a Primary without UpToDate data of its own uses this disk: demote it first)"
         }
         AdminError::PrimaryAttach => {
-            "(-2) Need access to UpToDate data (a Primary takes a disk back only as Secondary in tandem: demote it first)"
+            "(-2) Need access to UpToDate data (a Primary attaches a disk only while connected to a peer with UpToDate data to resync it from)"
         }
         AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
         AdminError::ConnectedOutdate => "(-6) Refusing to be Outdated while Connected",

@@ -203,6 +203,12 @@ pub enum Message {
         block: u64,
         count: u32,
     },
+    /// A Primary that attached a disk while connected: it becomes the
+    /// receiver's sync target, and these words are its bitmap for the
+    /// receiver (the blocks its disk lacks), to merge with the receiver's.
+    TargetBitmap {
+        words: Vec<u64>,
+    },
 }
 
 /// The longest run one verify request covers: a bit per block of a `u64`.
@@ -237,6 +243,7 @@ enum Kind {
     KeepDiskRequest = 24,
     KeepDiskReply = 25,
     OutOfSync = 26,
+    TargetBitmap = 27,
 }
 
 impl Kind {
@@ -269,6 +276,7 @@ impl Kind {
             24 => KeepDiskRequest,
             25 => KeepDiskReply,
             26 => OutOfSync,
+            27 => TargetBitmap,
             _ => return None,
         })
     }
@@ -322,7 +330,7 @@ pub fn encode(message: &Message, out: &mut Vec<u8>) {
                 w.u64(uuid);
             }
         }
-        Message::Bitmap { words } => {
+        Message::Bitmap { words } | Message::TargetBitmap { words } => {
             for word in words {
                 w.u64(*word);
             }
@@ -576,7 +584,7 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
             };
             Message::Hello(hello)
         }
-        Kind::Bitmap => {
+        Kind::Bitmap | Kind::TargetBitmap => {
             if !r.bytes.len().is_multiple_of(8) {
                 return Err(r.bad(
                     "words",
@@ -587,7 +595,11 @@ fn decode_payload(kind: Kind, payload: &[u8], blocks: Blocks) -> Result<Message,
             while !r.bytes.is_empty() {
                 words.push(r.u64("words")?);
             }
-            Message::Bitmap { words }
+            if kind == Kind::Bitmap {
+                Message::Bitmap { words }
+            } else {
+                Message::TargetBitmap { words }
+            }
         }
         Kind::State => Message::State {
             role: r.role()?,
@@ -760,6 +772,7 @@ fn kind_of(message: &Message) -> Kind {
         Message::KeepDiskRequest { .. } => Kind::KeepDiskRequest,
         Message::KeepDiskReply { .. } => Kind::KeepDiskReply,
         Message::OutOfSync { .. } => Kind::OutOfSync,
+        Message::TargetBitmap { .. } => Kind::TargetBitmap,
     }
 }
 
@@ -791,6 +804,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::KeepDiskRequest => "KeepDiskRequest",
         Kind::KeepDiskReply => "KeepDiskReply",
         Kind::OutOfSync => "OutOfSync",
+        Kind::TargetBitmap => "TargetBitmap",
     }
 }
 
@@ -1012,6 +1026,9 @@ mod tests {
             Message::OutOfSync {
                 block: 1024,
                 count: 256,
+            },
+            Message::TargetBitmap {
+                words: vec![0, u64::MAX, 5],
             },
         ]
     }

@@ -106,6 +106,8 @@ fn message() -> impl Strategy<Value = Message> {
         (small, any::<bool>()).prop_map(|(tid, granted)| Message::KeepDiskReply { tid, granted }),
         (block(), count()).prop_map(|(block, count)| Message::OutOfSync { block, count }),
         proptest::collection::vec(any::<u64>(), 0..3).prop_map(|words| Message::Bitmap { words }),
+        proptest::collection::vec(any::<u64>(), 0..3)
+            .prop_map(|words| Message::TargetBitmap { words }),
     ]
 }
 

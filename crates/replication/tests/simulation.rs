@@ -744,14 +744,15 @@ impl Sim {
     fn crash(&mut self, id: u8) {
         self.trace.push(format!("node {id} crashes"));
         self.crashes += 1;
-        let diskless_primary = self.nodes[1 - id as usize]
+        let primary_without_data = self.nodes[1 - id as usize]
             .engine
             .as_ref()
             .is_some_and(|e| {
-                e.role() == Role::Primary && e.disk() == replication::DiskState::Diskless
+                e.role() == Role::Primary && e.disk() != replication::DiskState::UpToDate
             });
-        if diskless_primary {
-            // This disk held a diskless Primary's only copy of its writes:
+        if primary_without_data {
+            // This disk held the only copy of what a diskless Primary wrote
+            // (also if it has attached a disk since, still a sync target):
             // what was not flushed may be gone.
             self.forget_unflushed();
         }
@@ -1689,24 +1690,46 @@ impl Sim {
             return;
         }
         if self.nodes[id as usize].detached {
-            if self.primaries().contains(&id) {
-                // A Primary takes its disk back only as Secondary (refused
+            let primary = self.primaries().contains(&id);
+            if primary && self.rng.chance(3) {
+                // Sometimes a diskless Primary is demoted instead (refused
                 // while its I/O is under way: tried again later).
                 self.admin(id, Admin::Secondary);
                 return;
             }
+            // A Primary attaches only with a connected UpToDate peer to
+            // resync from (as far as it knows); a Secondary always may.
+            let no_source = self.nodes[id as usize]
+                .engine
+                .as_ref()
+                .unwrap()
+                .attach_refused()
+                == Some(replication::AdminError::PrimaryAttach);
             let meta = self.nodes[id as usize].disk.meta.clone().expect("meta");
+            // Repaired, with what it held (the attach writes its meta-data).
+            let failing = std::mem::take(&mut self.nodes[id as usize].failing);
             self.nodes[id as usize].detached = false;
-            // Repaired, with what it held.
-            self.nodes[id as usize].failing = false;
             let rid = self.admin(
                 id,
                 Admin::Attach {
                     meta: Box::new(meta),
                 },
             );
-            if self.admin_result(id, rid) != Some(true) {
-                self.fail("attach of a detached disk refused");
+            let result = self.admin_result(id, rid);
+            if result != Some(true) {
+                self.nodes[id as usize].detached = true;
+                self.nodes[id as usize].failing = failing;
+            }
+            match result {
+                Some(true) => {
+                    if primary {
+                        self.trace.push(format!("node {id}: attached as Primary"));
+                    }
+                }
+                Some(false) if primary && no_source => {}
+                other => self.fail(&format!(
+                    "attach of a detached disk (Primary: {primary}) gave {other:?}"
+                )),
             }
         } else {
             // Answered once the local I/O in flight is done (or refused).
@@ -1718,7 +1741,7 @@ impl Sim {
 #[test]
 fn detach_and_attach_under_faults_converge() {
     let (mut detaches, mut primary_detaches, mut remote_reads) = (0, 0, 0);
-    let mut disk_failures = 0;
+    let (mut disk_failures, mut primary_attaches) = (0, 0);
     for seed in seeds(6_000_000, 2) {
         let sim = run(seed, Mode::Detach, 3000);
         detaches += sim
@@ -1732,6 +1755,11 @@ fn detach_and_attach_under_faults_converge() {
             .filter(|t| *t == "node 0: disk detached")
             .count();
         remote_reads += sim.remote_reads_checked;
+        primary_attaches += sim
+            .trace
+            .iter()
+            .filter(|t| t.ends_with("attached as Primary"))
+            .count();
         disk_failures += sim
             .notes
             .iter()
@@ -1743,20 +1771,27 @@ fn detach_and_attach_under_faults_converge() {
     assert!(primary_detaches > 0, "no Primary went diskless");
     assert!(remote_reads > 0, "no diskless Primary read from its peer");
     assert!(disk_failures > 0, "no disk failed (on-io-error detach)");
+    assert!(primary_attaches > 0, "no diskless Primary attached a disk");
+}
+
+/// A pair in `Mode::Detach`, node 0 Primary, in sync, every epoch closed
+/// (nothing left unconfirmed).
+fn detach_pair_in_sync(seed: u64) -> Sim {
+    let mut sim = Sim::new(seed, Mode::Detach);
+    sim.wait_established();
+    sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
+    sim.settle();
+    for id in 0..2u8 {
+        sim.event(id, Event::Tick);
+    }
+    sim.settle();
+    sim
 }
 
 #[test]
 fn attach_resyncs_exactly_the_blocks_written_while_detached() {
     for seed in seeds(7_000_000, 4) {
-        let mut sim = Sim::new(seed, Mode::Detach);
-        sim.wait_established();
-        sim.admin_ok(0, Admin::Primary { force: true }, "primary --force failed");
-        sim.settle();
-        // Close the epochs so nothing is left unconfirmed.
-        for id in 0..2u8 {
-            sim.event(id, Event::Tick);
-        }
-        sim.settle();
+        let mut sim = detach_pair_in_sync(seed);
         sim.admin_ok(1, Admin::Detach, "detach of the Secondary refused");
         if sim.nodes[1].engine.as_ref().unwrap().disk() != replication::DiskState::Diskless {
             sim.fail("not Diskless after detach");
@@ -1813,6 +1848,55 @@ fn attach_resyncs_exactly_the_blocks_written_while_detached() {
             ));
         }
     }
+}
+
+/// A Primary detaches its disk, writes to its peer's, attaches the disk
+/// again and resyncs it as target while its application goes on reading
+/// and writing, under the mode's faults: every read sees what was
+/// acknowledged, and the replicas converge.
+#[test]
+fn a_diskless_primary_attaches_and_resyncs_under_io_and_faults() {
+    let (mut attached, mut reads_as_target) = (0, 0);
+    for seed in seeds(10_000_000, 4) {
+        let mut sim = detach_pair_in_sync(seed);
+        sim.admin_ok(0, Admin::Detach, "detach of the Primary refused");
+        for _ in 0..1 + sim.rng.below(8) {
+            sim.app_io(0);
+            for _ in 0..2000 {
+                if sim.nodes[0].app.is_empty() {
+                    break;
+                }
+                sim.step(false);
+            }
+        }
+        let meta = sim.nodes[0].disk.meta.clone().expect("meta");
+        sim.nodes[0].detached = false;
+        let command = Admin::Attach {
+            meta: Box::new(meta),
+        };
+        sim.admin_ok(0, command, "attach of the Primary's disk refused");
+        attached += 1;
+        for _ in 0..400 {
+            let target = sim.nodes[0]
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.repl_state(1) == Some(ReplState::SyncTarget));
+            let before = sim.reads_checked;
+            if sim.rng.chance(2) {
+                sim.app_io(0);
+            }
+            sim.step(true);
+            if target {
+                reads_as_target += sim.reads_checked - before;
+            }
+        }
+        sim.heal();
+    }
+    assert!(attached > 0);
+    assert!(
+        reads_as_target > 0,
+        "no read was checked while the Primary was sync target"
+    );
 }
 
 #[test]

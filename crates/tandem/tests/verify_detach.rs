@@ -416,7 +416,7 @@ fn a_resync_rate_limit_holds_the_sync_back_until_adjust_lifts_it() {
 }
 
 #[test]
-fn a_primary_detaches_goes_on_with_the_peers_disk_and_resyncs_only_what_it_missed() {
+fn a_primary_detaches_goes_on_with_the_peers_disk_and_attaches_it_again_as_sync_target() {
     let lab = TestLab::up("vd-pdetach", 2);
     lab.bring_up_r0();
     let before = resync_starts(&lab.log("nodo2"), "nodo1").len();
@@ -453,25 +453,45 @@ fn a_primary_detaches_goes_on_with_the_peers_disk_and_resyncs_only_what_it_misse
         ),
     );
 
-    // The peer's disk is the only one: it stays; and the Primary takes a
-    // disk back only as Secondary.
+    // The peer's disk is the only one: it stays.
     let refused = lab.sh("nodo2", "drbdadm detach r0");
     assert!(
         !refused.status.success()
             && String::from_utf8_lossy(&refused.stderr)
-                .contains("a diskless Primary uses this disk"),
+                .contains("a Primary without UpToDate data of its own uses this disk"),
         "{refused:?}"
     );
-    assert!(!lab.sh("nodo1", "drbdadm attach r0").status.success());
 
-    lab.ok("nodo1", "drbdadm secondary r0 && drbdadm attach r0");
+    // The Primary takes its disk back and stays Primary: the disk is
+    // resynced as target, only the 10 blocks it missed, and meanwhile the
+    // device still reads what was written.
+    let before_target = resync_starts(&lab.log("nodo1"), "nodo2").len();
+    lab.ok("nodo1", "drbdadm attach r0");
     let starts = wait_for_resync_start(&lab, "nodo2", "nodo1", before);
     assert!(
         starts[before].contains("started as SyncSource (40 KiB out of sync)"),
         "only the 10 blocks written while nodo1 had no disk: {starts:?}"
     );
+    let starts = wait_for_resync_start(&lab, "nodo1", "nodo2", before_target);
+    assert!(
+        starts[before_target].contains("started as SyncTarget (40 KiB out of sync)"),
+        "{starts:?}"
+    );
+    lab.ok(
+        "nodo1",
+        &format!(
+            "for i in $(seq 0 9); do dd if=/dev/drbd1 of={dir}/back bs=4096 count=1 skip=$((i * 9973)) iflag=direct status=none && \
+             cmp {dir}/$i {dir}/back || exit 1; done"
+        ),
+    );
     lab.ok("nodo1", "drbdadm wait-sync r0");
+    let status = lab.wait_status("nodo1", "r0", IN_SYNC, Duration::from_secs(60));
+    assert!(
+        status.starts_with("r0 role:Primary\n  disk:UpToDate\n"),
+        "{status}"
+    );
     lab.wait_status("nodo2", "r0", IN_SYNC, Duration::from_secs(60));
+    lab.ok("nodo1", "drbdadm secondary r0");
     assert_disks_identical(&lab);
 }
 

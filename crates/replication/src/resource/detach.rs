@@ -18,10 +18,12 @@ impl Resource {
             // Without a disk it serves the application from a peer's.
             Err(AdminError::PrimaryDetach)
         } else if self.peers.iter().any(|p| {
+            // A Primary without UpToDate data of its own (diskless, or its
+            // disk this node's sync target) reads and writes this disk.
             p.lends_disk
                 || (p.handshake_done()
                     && p.role == Some(Role::Primary)
-                    && p.disk == Some(DiskState::Diskless))
+                    && (p.disk == Some(DiskState::Diskless) || p.repl == ReplState::SyncSource))
         }) {
             Err(AdminError::DisklessPrimaryUses)
         } else if self
@@ -163,6 +165,7 @@ impl Resource {
             meta.current = current;
             meta.history = history;
         }
+        self.left_disk_at = Some(meta.current);
         self.out.push(Action::DetachDisk(meta));
         if let DetachCause::Admin(id) = cause {
             self.out.push(Action::AdminDone { id, result: Ok(()) });
@@ -198,14 +201,26 @@ impl Resource {
         self.persist();
     }
 
-    pub(super) fn attach(&mut self, mut meta: Meta) -> Result<(), AdminError> {
+    /// Why `attach` would be refused now, if it would.
+    pub fn attach_refused(&self) -> Option<AdminError> {
         if self.disk != DiskState::Diskless || self.detaching.is_some() {
-            return Err(AdminError::Attached);
+            return Some(AdminError::Attached);
+        }
+        let source = self
+            .data_peer()
+            .filter(|&p| self.peers[p].repl == ReplState::Established);
+        if self.role == Role::Primary && source.is_none() {
+            return Some(AdminError::PrimaryAttach);
+        }
+        None
+    }
+
+    pub(super) fn attach(&mut self, mut meta: Meta) -> Result<(), AdminError> {
+        if let Some(refused) = self.attach_refused() {
+            return Err(refused);
         }
         if self.role == Role::Primary {
-            // Its disk is older than the peers' now, and a Primary is never
-            // a sync target here.
-            return Err(AdminError::PrimaryAttach);
+            return self.attach_to_primary(meta);
         }
         if std::mem::take(&mut self.last_disk_failed) {
             // The last disk failed: what it holds, and what its meta-data say
@@ -253,6 +268,121 @@ impl Resource {
         Ok(())
     }
 
+    /// `attach` on a diskless Primary: the disk becomes the sync target of
+    /// a connected peer with UpToDate data, while the Primary goes on serving
+    /// I/O (reads of blocks the disk still lacks from that peer, writes to
+    /// both, each standing once the peer has it). The disk it gave up, with
+    /// the generation it was left with and not failed since, lacks only what
+    /// its meta-data and the peer mark; any other disk, everything.
+    fn attach_to_primary(&mut self, meta: Meta) -> Result<(), AdminError> {
+        // Checked by `attach_refused`.
+        let Some(p) = self.data_peer() else {
+            return Err(AdminError::PrimaryAttach);
+        };
+        let left_at = self.left_disk_at.take();
+        let failed = std::mem::take(&mut self.last_disk_failed);
+        let same_disk = !failed
+            && meta.disk != DiskState::Inconsistent
+            && left_at.is_some_and(|g| g & !1 == meta.current & !1);
+        for q in 0..self.peers.len() {
+            let peer_id = self.peers[q].id;
+            let stored = meta.peers.iter().find(|m| m.node_id == peer_id);
+            let mut bitmap = Bitmap::new(self.config.blocks);
+            match stored {
+                Some(stored) if same_disk && q == p => {
+                    bitmap.merge(&stored.bitmap);
+                    for extent in &meta.activity_log {
+                        let size = self.config.al_extent_blocks;
+                        bitmap.set_range(extent * size, size);
+                    }
+                }
+                _ => bitmap.set_all(),
+            }
+            self.peers[q].bitmap = bitmap;
+        }
+        self.activity_log.clear();
+        let peer = &mut self.peers[p];
+        let words = peer.bitmap.words().to_vec();
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::TargetBitmap { words },
+        });
+        // The disk written from here on, and Inconsistent; its meta-data
+        // take this Primary's generation and what the disk knows it lacks.
+        self.disk = DiskState::Inconsistent;
+        peer.repl = ReplState::SyncTarget;
+        peer.resync_copied = 0;
+        peer.target_written.clear();
+        peer.awaiting_source_bitmap = true;
+        peer.sync_done = None;
+        peer.verify = Verify::default();
+        self.persist();
+        // What the peer marked is known once it answers: until then every
+        // read goes to it.
+        self.peers[p].bitmap.set_all();
+        self.broadcast_state();
+        Ok(())
+    }
+
+    /// A `TargetBitmap` from peer `p`: on a Primary that attached a disk,
+    /// the source's answer (every block the disk lacks); on its peer, the
+    /// Primary's ask, which this node answers and resyncs as source.
+    pub(super) fn target_bitmap(&mut self, p: usize, words: Vec<u64>) {
+        let peer = &self.peers[p];
+        if self.role == Role::Primary
+            && peer.awaiting_source_bitmap
+            && words.len() as u64 == self.config.blocks.div_ceil(64)
+        {
+            let peer = &mut self.peers[p];
+            peer.awaiting_source_bitmap = false;
+            let mut lacks = Bitmap::from_words(self.config.blocks, words);
+            // Written here since the attach: current on this disk.
+            for &b in &peer.target_written {
+                lacks.clear(b);
+            }
+            peer.bitmap = lacks;
+            let (id, blocks) = (peer.id, peer.bitmap.count());
+            self.out.push(Action::Note(Note::SyncStarted {
+                peer: id,
+                source: false,
+                blocks,
+            }));
+            return self.persist();
+        }
+        if peer.role != Some(Role::Primary)
+            || peer.repl != ReplState::Established
+            || self.disk != DiskState::UpToDate
+            || words.len() as u64 != self.config.blocks.div_ceil(64)
+        {
+            return self.protocol_error(
+                p,
+                format!(
+                    "a target bitmap of {} words for a resync this node cannot source",
+                    words.len()
+                ),
+            );
+        }
+        let theirs = Bitmap::from_words(self.config.blocks, words);
+        let peer = &mut self.peers[p];
+        peer.bitmap.merge(&theirs);
+        // The answer goes before any resync data.
+        let (id, words) = (peer.id, peer.bitmap.words().to_vec());
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::TargetBitmap { words },
+        });
+        self.start_source(p);
+    }
+
+    /// A Primary that is a sync target: whether its disk still lacks any of
+    /// `count` blocks from `block` (those are read from the source).
+    pub(super) fn lacks_any(&self, block: u64, count: u64) -> bool {
+        self.peers.iter().any(|peer| {
+            peer.repl == ReplState::SyncTarget && (block..block + count).any(|b| peer.bitmap.get(b))
+        })
+    }
+
     /// `on-io-error detach`: Diskless at once, the disk released once the
     /// actions in flight on it are done (they fail or succeed as it goes).
     pub(super) fn disk_failed(&mut self) {
@@ -288,8 +418,16 @@ impl Resource {
     /// UpToDate data to serve the application: on the local disk, or, with
     /// none, on a connected peer.
     pub(super) fn has_data(&self) -> bool {
-        self.disk == DiskState::UpToDate
-            || (self.disk == DiskState::Diskless && self.data_peer().is_some())
+        match self.disk {
+            DiskState::UpToDate => true,
+            DiskState::Diskless => self.data_peer().is_some(),
+            // A disk being resynced from a connected UpToDate peer: what it
+            // lacks, that peer has.
+            DiskState::Inconsistent => self
+                .data_peer()
+                .is_some_and(|p| self.peers[p].repl == ReplState::SyncTarget),
+            DiskState::Outdated => false,
+        }
     }
 
     /// A connected peer with UpToDate data, for a diskless Primary's reads.

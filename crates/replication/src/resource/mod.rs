@@ -336,9 +336,11 @@ pub enum AdminError {
     NeedConnection,
     #[error("a Primary keeps its disk unless a connected peer has UpToDate data")]
     PrimaryDetach,
-    #[error("a diskless Primary reads and writes this disk (demote it first)")]
+    #[error(
+        "a Primary without UpToDate data of its own reads and writes this disk (demote it first)"
+    )]
     DisklessPrimaryUses,
-    #[error("a Primary takes a disk back only as Secondary (demote it first)")]
+    #[error("a Primary attaches a disk only while connected to a peer with UpToDate data to resync it from")]
     PrimaryAttach,
     #[error("the device is attached to a disk (use detach first)")]
     Attached,
@@ -423,6 +425,9 @@ enum Op {
         id: u64,
         block: u64,
         count: u64,
+        /// On a Primary that is a sync target: its source (peer index) and
+        /// that connection's number, which this write was sent on.
+        source: Option<(usize, u64)>,
     },
     AppRead {
         id: u64,
@@ -448,11 +453,13 @@ enum Op {
         block: u64,
         count: u64,
     },
+    /// A part of the run `run` (see `Peer::resync_parts`) a sync target writes.
     ResyncWrite {
         peer: usize,
         gen: u64,
         block: u64,
         count: u64,
+        run: u64,
     },
     BarrierFlush {
         peer: usize,
@@ -600,6 +607,16 @@ struct Peer {
     resync_reading: HashSet<u64>,
     resync_dirtied: HashSet<u64>,
     resync_sent: HashSet<u64>,
+    // Resync as target: each run received, by number, as (first block,
+    // blocks, parts still being written); acked once all its parts are.
+    resync_parts: HashMap<u64, (u64, u64, u32)>,
+    next_run: u64,
+    /// A Primary that is this peer's sync target: blocks its application
+    /// wrote here since the resync started (newer than any resync data).
+    target_written: HashSet<u64>,
+    /// A Primary that attached a disk, until its source answers its
+    /// `TargetBitmap`: what came before the answer is of the diskless time.
+    awaiting_source_bitmap: bool,
     /// Runs (reads, or data sent and not yet acked) in flight.
     resync_runs: usize,
     /// Bytes the resync or verify with this peer may still read before the
@@ -652,6 +669,9 @@ impl Peer {
         self.resync_reading.clear();
         self.resync_dirtied.clear();
         self.resync_sent.clear();
+        self.resync_parts.clear();
+        self.target_written.clear();
+        self.awaiting_source_bitmap = false;
         self.resync_runs = 0;
         self.sync_done_sent = false;
         self.sync_done = None;
@@ -711,6 +731,10 @@ pub struct Resource {
     /// diskless Primary may take a newer one from its peer meanwhile, which
     /// this disk does not have.
     detached_generation: Option<(u64, [u64; HISTORY_LEN])>,
+    /// The current UUID the last detached disk was left with: a Primary that
+    /// attaches it again resyncs only what its peer marked since (see
+    /// `attach`), if the disk still says so.
+    left_disk_at: Option<u64>,
     /// Diskless Primary: application reads under way on peers, by request id,
     /// and their parts in flight, by `DataRequest` number.
     remote_reads: HashMap<u64, RemoteRead>,
@@ -778,6 +802,10 @@ impl Resource {
                     barrier_pending: None,
                     barrier_flushing: false,
                     resync_cursor: 0,
+                    resync_parts: HashMap::new(),
+                    next_run: 0,
+                    target_written: HashSet::new(),
+                    awaiting_source_bitmap: false,
                     resync_copied: 0,
                     resync_reading: HashSet::new(),
                     resync_dirtied: HashSet::new(),
@@ -820,6 +848,7 @@ impl Resource {
             detaching: None,
             detached_disk: DiskState::Inconsistent,
             detached_generation: None,
+            left_disk_at: None,
             last_disk_failed: false,
             remote_reads: HashMap::new(),
             remote_parts: HashMap::new(),
@@ -1379,6 +1408,14 @@ impl Resource {
     fn start_write(&mut self, id: u64, block: u64, data: Bytes, count: u64) {
         let mut waiting = Vec::new();
         let diskless = self.disk == DiskState::Diskless;
+        // Without UpToDate data here (no disk, or one still a sync target),
+        // a write stands only once an UpToDate peer has written it.
+        let needs_peer = self.disk != DiskState::UpToDate;
+        // A sync target's own copy may yet be overwritten from its source
+        // (should the source crash and the resync start over): the write
+        // stands once the source has it on stable storage (a barrier each).
+        let needs_stable_peer = self.disk == DiskState::Inconsistent;
+        let mut source = None;
         for p in 0..self.peers.len() {
             let protocol = self.config.protocol;
             let peer = &mut self.peers[p];
@@ -1395,9 +1432,21 @@ impl Resource {
             }
             peer.transfer_log.push((peer.epoch, block, count));
             peer.epoch_writes += 1;
-            // Without a disk here, whatever the protocol, a write is done
-            // when a peer has written it (its WriteAck): that is its only copy.
-            if protocol != Protocol::A || diskless {
+            if needs_stable_peer {
+                waiting.push(Wait::Barrier {
+                    peer: p,
+                    epoch: peer.epoch,
+                });
+            }
+            if peer.repl == ReplState::SyncTarget {
+                // The source applies this before any resync data it reads
+                // later; what it sent earlier is older than this write.
+                peer.target_written.extend(block..block + count);
+                source = Some((p, peer.gen));
+            }
+            // Without UpToDate data here, whatever the protocol, a write is
+            // done when a peer has written it (its WriteAck).
+            if protocol != Protocol::A || needs_peer {
                 peer.awaiting.insert(seq, id);
                 waiting.push(Wait::Ack { peer: p, seq });
             }
@@ -1422,21 +1471,27 @@ impl Resource {
                 local_done: diskless,
                 local_failed: false,
                 confirmed_by: 0,
-                needs_peer: diskless,
-                awaits_write_ack: diskless,
+                needs_peer,
+                awaits_write_ack: needs_peer,
                 waiting,
             },
         );
         if diskless {
             self.try_complete(id);
         } else {
-            let token = self.token(Op::AppWrite { id, block, count });
+            let token = self.token(Op::AppWrite {
+                id,
+                block,
+                count,
+                source,
+            });
             self.submit_write(token, block, data);
         }
-        if self
-            .peers
-            .iter()
-            .any(|p| p.epoch_writes >= self.config.epoch_writes)
+        if needs_stable_peer
+            || self
+                .peers
+                .iter()
+                .any(|p| p.epoch_writes >= self.config.epoch_writes)
         {
             self.close_epochs();
         }
@@ -1452,7 +1507,7 @@ impl Resource {
         if !self.check_range(block, count) {
             return self.complete(id, Err(IoError::OutOfRange));
         }
-        if self.disk == DiskState::Diskless {
+        if self.disk == DiskState::Diskless || self.lacks_any(block, count) {
             return self.remote_read(id, block, count);
         }
         let token = self.token(Op::AppRead { id, block, count });
@@ -1638,8 +1693,23 @@ impl Resource {
         };
         let ok = result.is_ok();
         match op {
-            Op::AppWrite { id, block, count } => {
+            Op::AppWrite {
+                id,
+                block,
+                count,
+                source,
+            } => {
                 self.write_finished(block, count);
+                if let (true, Some((p, gen))) = (ok, source) {
+                    // A Primary that is a sync target now holds these blocks'
+                    // latest data, which its source got on the same connection.
+                    let peer = &mut self.peers[p];
+                    if peer.gen == gen && peer.repl == ReplState::SyncTarget {
+                        for b in block..block + count {
+                            peer.bitmap.clear(b);
+                        }
+                    }
+                }
                 if !ok {
                     // Not on this disk: it differs from every peer that has it.
                     // They mark it too: this disk may not take the record.
@@ -1775,6 +1845,7 @@ impl Resource {
                 gen,
                 block,
                 count,
+                run,
             } => {
                 self.write_finished(block, count);
                 let p = &mut self.peers[peer];
@@ -1783,14 +1854,7 @@ impl Resource {
                     for b in block..block + count {
                         p.bitmap.clear(b);
                     }
-                    let id = p.id;
-                    self.out.push(Action::Send {
-                        peer: id,
-                        message: Message::ResyncAck {
-                            block,
-                            count: count as u32,
-                        },
-                    });
+                    self.resync_part_written(peer, run);
                 }
                 self.maybe_finish_target(peer);
                 self.after_local_write();
@@ -2262,6 +2326,7 @@ impl Resource {
                 }
                 self.start_target(p, full);
             }
+            Message::TargetBitmap { words } => self.target_bitmap(p, words),
             Message::ResyncData { .. } if self.disk == DiskState::Diskless => {}
             Message::ResyncData { block, data } => {
                 let count = (data.len() / BLOCK_SIZE) as u64;
@@ -2271,16 +2336,7 @@ impl Resource {
                         format!("resync data for block {block} outside a resync"),
                     );
                 }
-                let gen = self.peers[p].gen;
-                self.peers[p].resync_writes += 1;
-                self.peers[p].resync_copied += count;
-                let token = self.token(Op::ResyncWrite {
-                    peer: p,
-                    gen,
-                    block,
-                    count,
-                });
-                self.submit_write(token, block, data);
+                self.resync_write(p, block, data);
             }
             Message::ResyncAck { block, count } => {
                 let count = u64::from(count);
@@ -2382,11 +2438,15 @@ impl Resource {
                 }
             }
             Message::SyncDone { current } => {
-                if self.peers[p].repl == ReplState::SyncTarget {
+                if self.peers[p].repl == ReplState::SyncTarget
+                    && !self.peers[p].awaiting_source_bitmap
+                {
                     self.peers[p].sync_done = Some(current);
                     self.maybe_finish_target(p);
-                } else if self.peers[p].repl.is_established()
+                } else if (self.peers[p].repl.is_established()
+                    || self.peers[p].awaiting_source_bitmap)
                     && (self.disk == DiskState::UpToDate
+                        || self.peers[p].awaiting_source_bitmap
                         || (self.disk == DiskState::Diskless
                             && self.role == Role::Primary
                             && self.peers[p].same_data))
@@ -2467,8 +2527,10 @@ impl Resource {
         }
         let gen = self.peers[p].gen;
         self.peers[p].peer_writes += 1;
+        // A sender without UpToDate data (diskless, or a Primary still its sync
+        // target) counts on this copy: it waits for the WriteAck.
         let write_ack =
-            self.config.protocol == Protocol::C || self.peers[p].disk == Some(DiskState::Diskless);
+            self.config.protocol == Protocol::C || self.peers[p].disk != Some(DiskState::UpToDate);
         let token = self.token(Op::PeerWrite {
             peer: p,
             gen,

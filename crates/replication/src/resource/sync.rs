@@ -90,6 +90,23 @@ impl Resource {
                     self.start_target(p, false);
                 }
             }
+            SyncDecision::NoSync
+                if matches!(
+                    (self.disk, hello.disk),
+                    (DiskState::Inconsistent, DiskState::UpToDate)
+                        | (DiskState::UpToDate, DiskState::Inconsistent)
+                ) =>
+            {
+                // Same generation, one disk a sync target that did not finish
+                // (the connection or a node went down midway): the resync goes
+                // on, over every block either side still marks.
+                peer.bitmap.merge(&theirs);
+                if self.disk == DiskState::UpToDate {
+                    self.start_source(p);
+                } else {
+                    self.start_target(p, false);
+                }
+            }
             SyncDecision::NoSync => {
                 peer.repl = ReplState::Established;
                 // Same generation: a bitmap UUID kept for this peer is stale (the
@@ -116,7 +133,9 @@ impl Resource {
                 self.start_source(p);
             }
             SyncDecision::TargetBitmap | SyncDecision::TargetFull => {
-                if self.role == Role::Primary {
+                // A Primary whose disk is still a sync target (it attached
+                // it, then lost the connection) has no data of its own to keep.
+                if self.role == Role::Primary && self.disk != DiskState::Inconsistent {
                     let note = Note::Refused {
                         peer: id,
                         reason: "this Primary would have to become sync target".into(),
@@ -276,6 +295,7 @@ impl Resource {
         }
         peer.repl = ReplState::SyncTarget;
         peer.resync_copied = 0;
+        peer.target_written.clear();
         peer.sync_done = None;
         peer.verify = Verify::default();
         let (id, blocks) = (peer.id, peer.bitmap.count());
@@ -402,6 +422,75 @@ impl Resource {
         self.out
             .push(Action::Note(Note::SyncFinished { peer: id, copied }));
         self.persist();
+    }
+
+    /// Target: writes a run of resync data. A Primary writes only the blocks
+    /// its application has not written since the resync started: its own
+    /// write (done, or under way) is newer than what the source may have read
+    /// before that write reached it. The run is acked once its parts are
+    /// written.
+    pub(super) fn resync_write(&mut self, p: usize, block: u64, data: Bytes) {
+        let count = (data.len() / BLOCK_SIZE) as u64;
+        let written = &self.peers[p].target_written;
+        let keep: Vec<bool> = (block..block + count)
+            .map(|b| !written.contains(&b))
+            .collect();
+        // Contiguous runs of kept blocks: (offset in the run, length).
+        let mut parts: Vec<(u64, u64)> = Vec::new();
+        for (i, kept) in keep.iter().enumerate() {
+            let i = i as u64;
+            match parts.last_mut() {
+                Some((start, len)) if *kept && *start + *len == i => *len += 1,
+                _ if *kept => parts.push((i, 1)),
+                _ => {}
+            }
+        }
+        let peer = &mut self.peers[p];
+        let run = peer.next_run;
+        peer.next_run += 1;
+        peer.resync_parts
+            .insert(run, (block, count, parts.len() as u32));
+        if parts.is_empty() {
+            return self.resync_part_written(p, run);
+        }
+        let gen = peer.gen;
+        for (start, len) in parts {
+            let peer = &mut self.peers[p];
+            peer.resync_writes += 1;
+            peer.resync_copied += len;
+            let token = self.token(Op::ResyncWrite {
+                peer: p,
+                gen,
+                block: block + start,
+                count: len,
+                run,
+            });
+            let bytes = start as usize * BLOCK_SIZE..(start + len) as usize * BLOCK_SIZE;
+            self.submit_write(token, block + start, data.slice(bytes));
+        }
+    }
+
+    /// Target: one part of run `run` is written (or there was none to
+    /// write); the last one acks the run to the source.
+    pub(super) fn resync_part_written(&mut self, p: usize, run: u64) {
+        let peer = &mut self.peers[p];
+        let Some((block, count, left)) = peer.resync_parts.get_mut(&run) else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return;
+        }
+        let (block, count) = (*block, *count);
+        peer.resync_parts.remove(&run);
+        let id = peer.id;
+        self.out.push(Action::Send {
+            peer: id,
+            message: Message::ResyncAck {
+                block,
+                count: count as u32,
+            },
+        });
     }
 
     pub(super) fn maybe_finish_target(&mut self, p: usize) {
