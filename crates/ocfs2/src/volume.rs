@@ -522,8 +522,6 @@ impl<S: BlockSource> Volume<S> {
         Ok(buf)
     }
 
-    /// `size` bytes mapped by leaf extents counted in clusters from 0 (a
-    /// value kept outside its entry); `owner` is the block of the entry.
     /// Where block `blkno` starts on the device (an error for a block number
     /// no device has).
     fn byte_offset(&self, blkno: u64) -> Result<u64> {
@@ -532,6 +530,8 @@ impl<S: BlockSource> Volume<S> {
             .ok_or_else(|| Error::Invalid(format!("block {blkno} out of range")))
     }
 
+    /// `size` bytes mapped by leaf extents counted in clusters from 0 (a
+    /// value kept outside its entry); `owner` is the block of the entry.
     fn read_mapped(&self, leaves: &[ExtentRec], size: u64, owner: u64) -> Result<Vec<u8>> {
         let cs = u64::from(self.sb.cluster_size());
         let mut out = vec![0u8; size as usize];

@@ -163,6 +163,10 @@ struct Sim {
     /// Tags of writes in flight when a flush was issued: flush id → snapshot.
     flush_snapshots: HashMap<u64, Vec<u64>>,
     crashes: u32,
+    /// A diskless Primary's write completed (on its peer's WriteAck) and no
+    /// flush issued since (request ids from this one on) has completed: the
+    /// peer's crash may lose it, even once the Primary attached a disk.
+    diskless_unflushed_since: Option<u64>,
     /// Promotions of the in-sync Secondary after its Primary crashed, each
     /// checked by `check_failover`.
     failovers: u32,
@@ -213,6 +217,7 @@ impl Sim {
             next_tag: 1,
             flush_snapshots: HashMap::new(),
             crashes: 0,
+            diskless_unflushed_since: None,
             failovers: 0,
             reads_checked: 0,
             remote_reads_checked: 0,
@@ -500,8 +505,15 @@ impl Sim {
         let Some(request) = self.nodes[id as usize].app.remove(&rid) else {
             self.fail(&format!("node {id} completed unknown request {rid}"));
         };
+        let diskless = self.nodes[id as usize]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.disk() == replication::DiskState::Diskless);
         match request {
             AppRequest::Write(blocks) => {
+                if ok && diskless && self.diskless_unflushed_since.is_none() {
+                    self.diskless_unflushed_since = Some(self.next_id);
+                }
                 for (block, tag) in blocks {
                     let model = &mut self.model[block as usize];
                     // Requests may complete out of issue order (when a peer goes
@@ -518,6 +530,13 @@ impl Sim {
             AppRequest::Read { .. } => {}
             AppRequest::Flush => {
                 let snapshot = self.flush_snapshots.remove(&rid).unwrap_or_default();
+                if ok
+                    && self
+                        .diskless_unflushed_since
+                        .is_some_and(|since| rid >= since)
+                {
+                    self.diskless_unflushed_since = None;
+                }
                 if ok {
                     for (block, model) in self.model.iter_mut().enumerate() {
                         // What was acknowledged when the flush was issued is durable.
@@ -744,16 +763,21 @@ impl Sim {
     fn crash(&mut self, id: u8) {
         self.trace.push(format!("node {id} crashes"));
         self.crashes += 1;
-        let primary_without_data = self.nodes[1 - id as usize]
-            .engine
-            .as_ref()
-            .is_some_and(|e| {
-                e.role() == Role::Primary && e.disk() != replication::DiskState::UpToDate
-            });
-        if primary_without_data {
+        let unflushed_on_this_disk_only =
+            self.nodes[1 - id as usize]
+                .engine
+                .as_ref()
+                .is_some_and(|e| {
+                    e.role() == Role::Primary
+                        && (e.disk() == replication::DiskState::Diskless
+                            || (e.disk() == replication::DiskState::Inconsistent
+                                && self.diskless_unflushed_since.is_some()))
+                });
+        if unflushed_on_this_disk_only {
             // This disk held the only copy of what a diskless Primary wrote
-            // (also if it has attached a disk since, still a sync target):
-            // what was not flushed may be gone.
+            // (also if it has attached a disk since, still a sync target,
+            // whose own writes wait for this disk's flush): what was not
+            // flushed may be gone.
             self.forget_unflushed();
         }
         let peer = 1 - id;
@@ -871,7 +895,8 @@ impl Sim {
                 if self.mode == Mode::Detach && (400..430).contains(&r) {
                     // The Primary detaches (it goes on with the peer's disk
                     // if the peer has an UpToDate one, else it is refused);
-                    // it gets its disk back at the heal, as Secondary.
+                    // it gets its disk back at the heal (as Primary, or
+                    // demoted first).
                     if !self.nodes[0].detached {
                         self.detach_or_attach(0);
                     }
@@ -1852,11 +1877,12 @@ fn attach_resyncs_exactly_the_blocks_written_while_detached() {
 
 /// A Primary detaches its disk, writes to its peer's, attaches the disk
 /// again and resyncs it as target while its application goes on reading
-/// and writing, under the mode's faults: every read sees what was
-/// acknowledged, and the replicas converge.
+/// and writing, under the mode's faults, and in some runs crashes midway
+/// (it comes back as a Secondary whose resync goes on): every read sees
+/// what was acknowledged, and the replicas converge.
 #[test]
 fn a_diskless_primary_attaches_and_resyncs_under_io_and_faults() {
-    let (mut attached, mut reads_as_target) = (0, 0);
+    let (mut attached, mut reads_as_target, mut target_crashes) = (0, 0, 0);
     for seed in seeds(10_000_000, 4) {
         let mut sim = detach_pair_in_sync(seed);
         sim.admin_ok(0, Admin::Detach, "detach of the Primary refused");
@@ -1876,13 +1902,20 @@ fn a_diskless_primary_attaches_and_resyncs_under_io_and_faults() {
         };
         sim.admin_ok(0, command, "attach of the Primary's disk refused");
         attached += 1;
-        for _ in 0..400 {
+        let crash_at = sim.rng.chance(3).then(|| sim.rng.below(100));
+        for step in 0..400 {
             let target = sim.nodes[0]
                 .engine
                 .as_ref()
                 .is_some_and(|e| e.repl_state(1) == Some(ReplState::SyncTarget));
+            if target && crash_at == Some(step) {
+                // No failover: what was not flushed may be gone.
+                sim.crash(0);
+                sim.forget_unflushed();
+                target_crashes += 1;
+            }
             let before = sim.reads_checked;
-            if sim.rng.chance(2) {
+            if sim.rng.chance(2) && sim.nodes[0].engine.is_some() {
                 sim.app_io(0);
             }
             sim.step(true);
@@ -1893,6 +1926,7 @@ fn a_diskless_primary_attaches_and_resyncs_under_io_and_faults() {
         sim.heal();
     }
     assert!(attached > 0);
+    assert!(target_crashes > 0, "no Primary crashed as sync target");
     assert!(
         reads_as_target > 0,
         "no read was checked while the Primary was sync target"

@@ -310,13 +310,8 @@ impl Resource {
         });
         // The disk written from here on, and Inconsistent; its meta-data
         // take this Primary's generation and what the disk knows it lacks.
-        self.disk = DiskState::Inconsistent;
-        peer.repl = ReplState::SyncTarget;
-        peer.resync_copied = 0;
-        peer.target_written.clear();
-        peer.awaiting_source_bitmap = true;
-        peer.sync_done = None;
-        peer.verify = Verify::default();
+        self.become_target(p);
+        self.peers[p].awaiting_source_bitmap = true;
         self.persist();
         // What the peer marked is known once it answers: until then every
         // read goes to it.
@@ -329,18 +324,26 @@ impl Resource {
     /// the source's answer (every block the disk lacks); on its peer, the
     /// Primary's ask, which this node answers and resyncs as source.
     pub(super) fn target_bitmap(&mut self, p: usize, words: Vec<u64>) {
+        if self.disk == DiskState::Diskless {
+            // Crossed this node's detach (or disk failure): nothing to do.
+            return;
+        }
         let peer = &self.peers[p];
-        if self.role == Role::Primary
-            && peer.awaiting_source_bitmap
-            && words.len() as u64 == self.config.blocks.div_ceil(64)
-        {
+        if peer.awaiting_source_bitmap && words.len() as u64 == self.config.blocks.div_ceil(64) {
+            let mut lacks = Bitmap::from_words(self.config.blocks, words);
+            // Written here since the attach, the write done: current on this
+            // disk. (One still under way clears its blocks when done.)
+            for &b in &peer.target_written {
+                let under_way = self.writes_in_flight.contains_key(&b)
+                    || self.deferred_writes.iter().any(|(_, first, data)| {
+                        (*first..*first + (data.len() / BLOCK_SIZE) as u64).contains(&b)
+                    });
+                if !under_way {
+                    lacks.clear(b);
+                }
+            }
             let peer = &mut self.peers[p];
             peer.awaiting_source_bitmap = false;
-            let mut lacks = Bitmap::from_words(self.config.blocks, words);
-            // Written here since the attach: current on this disk.
-            for &b in &peer.target_written {
-                lacks.clear(b);
-            }
             peer.bitmap = lacks;
             let (id, blocks) = (peer.id, peer.bitmap.count());
             self.out.push(Action::Note(Note::SyncStarted {

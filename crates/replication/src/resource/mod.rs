@@ -35,8 +35,8 @@
 //!   everything the local disk does. Then it reads from the peer and writes
 //!   to peers only, each write done on a peer's WriteAck whatever the
 //!   protocol; the peer starts a new generation and marks what it writes for
-//!   the diskless Primary, so the disk attached again (as Secondary) resyncs
-//!   exactly that.
+//!   the diskless Primary, so the disk attached again resyncs exactly that
+//!   (on a Primary, at once as sync target: see `detach.rs`).
 //! - `on-io-error detach`: a failed disk action lets the disk go at once; what
 //!   is under way then stands only if an UpToDate peer confirmed it, and the
 //!   next disk attached starts over with a full resync.
@@ -364,9 +364,10 @@ pub enum Note {
     },
     SyncFinished {
         peer: NodeId,
-        /// Blocks this node copied in the resync: sent as its source,
-        /// written as its target (a block read again after an application
-        /// write overtook it counts each time).
+        /// Blocks this node copied in the resync: sent as its source, or
+        /// received and kept as its target (a Primary target drops what its
+        /// application wrote since the resync started; a block sent again
+        /// counts again).
         copied: u64,
     },
     SplitBrain {
@@ -444,7 +445,8 @@ enum Op {
         block: u64,
         count: u64,
         /// Answer with WriteAck once written: protocol C, or a sender without
-        /// a disk (this copy is its only one).
+        /// UpToDate data (no disk, or one still a sync target), which counts
+        /// on this copy.
         write_ack: bool,
     },
     ResyncRead {
@@ -504,11 +506,13 @@ struct Request {
     /// still connected: a peer that went away may have lost what it had not
     /// flushed.
     confirmed_by: u64,
-    /// No local copy (a Primary without a disk, or whose disk failed under
-    /// `on-io-error detach`): it succeeds only if some peer confirmed it.
+    /// No local copy that counts (a Primary without a disk, with one still a
+    /// sync target, or whose disk failed under `on-io-error detach`): it
+    /// succeeds only if some UpToDate peer confirmed it.
     needs_peer: bool,
-    /// Sent by a diskless Primary: only the peer's WriteAck confirms it,
-    /// whatever the protocol (the peer sends one for such writes).
+    /// Sent by a Primary without UpToDate data: only the peer's WriteAck
+    /// confirms it, whatever the protocol (the peer sends one for such
+    /// writes).
     awaits_write_ack: bool,
 }
 
@@ -1789,12 +1793,15 @@ impl Resource {
                         p.bitmap.set_range(block, count);
                     }
                     let id = p.id;
-                    if !ok && p.disk == Some(DiskState::Diskless) {
-                        // The sender keeps no copy and there is no negative
-                        // ack: dropping the connection fails its write.
+                    if !ok && p.disk != Some(DiskState::UpToDate) {
+                        // The sender has no UpToDate copy (no disk, or one
+                        // still a sync target) and there is no negative ack:
+                        // dropping the connection fails its write.
                         let note = Note::Refused {
                             peer: id,
-                            reason: "a write of this diskless Primary failed on this disk".into(),
+                            reason:
+                                "a write of a Primary without UpToDate data failed on this disk"
+                                    .into(),
                         };
                         self.drop_connection(peer, note, false);
                     } else if write_ack {

@@ -71,6 +71,25 @@ impl Resource {
         peer.disk = Some(hello.disk);
         peer.discard_my_data = false;
         peer.same_data = true;
+        if hello.current & !1 == self.current & !1
+            && matches!(
+                (self.disk, hello.disk),
+                (DiskState::Inconsistent, DiskState::UpToDate)
+                    | (DiskState::UpToDate, DiskState::Inconsistent)
+            )
+        {
+            // Same generation, one disk a sync target that did not finish
+            // (the connection or a node went down midway, a Primary that
+            // crashed included): the resync goes on from the UpToDate disk,
+            // over every block either side still marks.
+            peer.bitmap.merge(&theirs);
+            if self.disk == DiskState::UpToDate {
+                self.start_source(p);
+            } else {
+                self.start_target(p, false);
+            }
+            return self.drain_blocked();
+        }
         match decision {
             SyncDecision::NoSync
                 if hello.disk == DiskState::UpToDate
@@ -85,23 +104,6 @@ impl Resource {
                 let source = self.role == Role::Primary
                     || (hello.role != Role::Primary && self.config.node_id < id);
                 if source {
-                    self.start_source(p);
-                } else {
-                    self.start_target(p, false);
-                }
-            }
-            SyncDecision::NoSync
-                if matches!(
-                    (self.disk, hello.disk),
-                    (DiskState::Inconsistent, DiskState::UpToDate)
-                        | (DiskState::UpToDate, DiskState::Inconsistent)
-                ) =>
-            {
-                // Same generation, one disk a sync target that did not finish
-                // (the connection or a node went down midway): the resync goes
-                // on, over every block either side still marks.
-                peer.bitmap.merge(&theirs);
-                if self.disk == DiskState::UpToDate {
                     self.start_source(p);
                 } else {
                     self.start_target(p, false);
@@ -131,6 +133,15 @@ impl Resource {
                 }
                 peer.bitmap.merge(&theirs);
                 self.start_source(p);
+            }
+            SyncDecision::TargetBitmap | SyncDecision::TargetFull
+                if hello.disk != DiskState::UpToDate =>
+            {
+                let note = Note::Refused {
+                    peer: id,
+                    reason: "the peer should be sync source but has no UpToDate data".into(),
+                };
+                return self.drop_connection(p, note, true);
             }
             SyncDecision::TargetBitmap | SyncDecision::TargetFull => {
                 // A Primary whose disk is still a sync target (it attached
@@ -289,23 +300,30 @@ impl Resource {
     }
 
     pub(super) fn start_target(&mut self, p: usize, full: bool) {
-        let peer = &mut self.peers[p];
         if full {
-            peer.bitmap.set_all();
+            self.peers[p].bitmap.set_all();
         }
-        peer.repl = ReplState::SyncTarget;
-        peer.resync_copied = 0;
-        peer.target_written.clear();
-        peer.sync_done = None;
-        peer.verify = Verify::default();
+        self.become_target(p);
+        let peer = &self.peers[p];
         let (id, blocks) = (peer.id, peer.bitmap.count());
-        self.disk = DiskState::Inconsistent;
         self.out.push(Action::Note(Note::SyncStarted {
             peer: id,
             source: false,
             blocks,
         }));
         self.persist();
+    }
+
+    /// This disk becomes peer `p`'s sync target (Inconsistent), its resync
+    /// state fresh.
+    pub(super) fn become_target(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        peer.repl = ReplState::SyncTarget;
+        peer.resync_copied = 0;
+        peer.target_written.clear();
+        peer.sync_done = None;
+        peer.verify = Verify::default();
+        self.disk = DiskState::Inconsistent;
     }
 
     /// Blocks in one resync or verify run: at most `most`, and under a rate
