@@ -106,7 +106,9 @@ struct Node {
 
 #[derive(Clone)]
 enum AppRequest {
-    Write(Vec<(u64, u64)>),
+    /// The blocks and their tags; whether the Primary was diskless when it
+    /// was issued (it stands on the peer's WriteAck alone).
+    Write(Vec<(u64, u64)>, bool),
     Flush,
     /// A read of blocks from `block`, and the tag each had acknowledged when
     /// it was issued.
@@ -510,8 +512,8 @@ impl Sim {
             .as_ref()
             .is_some_and(|e| e.disk() == replication::DiskState::Diskless);
         match request {
-            AppRequest::Write(blocks) => {
-                if ok && diskless && self.diskless_unflushed_since.is_none() {
+            AppRequest::Write(blocks, issued_diskless) => {
+                if ok && (diskless || issued_diskless) && self.diskless_unflushed_since.is_none() {
                     self.diskless_unflushed_since = Some(self.next_id);
                 }
                 for (block, tag) in blocks {
@@ -669,9 +671,13 @@ impl Sim {
         }
         self.trace
             .push(format!("node {id}: app write {rid} {written:x?}"));
+        let issued_diskless = self.nodes[id as usize]
+            .engine
+            .as_ref()
+            .is_some_and(|e| e.disk() == replication::DiskState::Diskless);
         self.nodes[id as usize]
             .app
-            .insert(rid, AppRequest::Write(written));
+            .insert(rid, AppRequest::Write(written, issued_diskless));
         self.event(
             id,
             Event::Write {
@@ -892,15 +898,12 @@ impl Sim {
                     }
                     return;
                 }
-                if self.mode == Mode::Detach && (400..430).contains(&r) {
-                    // The Primary detaches (it goes on with the peer's disk
-                    // if the peer has an UpToDate one, else it is refused);
-                    // it gets its disk back at the heal (as Primary, or
-                    // demoted first).
-                    if !self.nodes[0].detached {
-                        self.detach_or_attach(0);
-                    }
-                    return;
+                if self.mode == Mode::Detach && (400..500).contains(&r) {
+                    // Node 0 (the Primary) detaches (it goes on with the
+                    // peer's disk if the peer has an UpToDate one, else it is
+                    // refused), or takes its disk back (as Primary while
+                    // connected to an UpToDate peer, or demoted first).
+                    return self.detach_or_attach(0);
                 }
                 if r < 60 {
                     self.break_link(0, 1, None);
@@ -1716,11 +1719,18 @@ impl Sim {
         }
         if self.nodes[id as usize].detached {
             let primary = self.primaries().contains(&id);
-            if primary && self.rng.chance(3) {
-                // Sometimes a diskless Primary is demoted instead (refused
-                // while its I/O is under way: tried again later).
-                self.admin(id, Admin::Secondary);
-                return;
+            if primary {
+                match self.rng.below(3) {
+                    // Demoted instead (refused while its I/O is under way:
+                    // tried again later).
+                    0 => {
+                        self.admin(id, Admin::Secondary);
+                        return;
+                    }
+                    // Diskless a while longer.
+                    1 => return,
+                    _ => {}
+                }
             }
             // A Primary attaches only with a connected UpToDate peer to
             // resync from (as far as it knows); a Secondary always may.
@@ -1886,7 +1896,7 @@ fn a_diskless_primary_attaches_and_resyncs_under_io_and_faults() {
     for seed in seeds(10_000_000, 4) {
         let mut sim = detach_pair_in_sync(seed);
         sim.admin_ok(0, Admin::Detach, "detach of the Primary refused");
-        for _ in 0..1 + sim.rng.below(8) {
+        for _ in 0..1 + sim.rng.below(24) {
             sim.app_io(0);
             for _ in 0..2000 {
                 if sim.nodes[0].app.is_empty() {
@@ -1902,20 +1912,21 @@ fn a_diskless_primary_attaches_and_resyncs_under_io_and_faults() {
         };
         sim.admin_ok(0, command, "attach of the Primary's disk refused");
         attached += 1;
-        let crash_at = sim.rng.chance(3).then(|| sim.rng.below(100));
-        for step in 0..400 {
+        let mut crash = sim.rng.chance(333);
+        for _ in 0..400 {
             let target = sim.nodes[0]
                 .engine
                 .as_ref()
                 .is_some_and(|e| e.repl_state(1) == Some(ReplState::SyncTarget));
-            if target && crash_at == Some(step) {
+            if target && crash && sim.rng.chance(500) {
+                crash = false;
                 // No failover: what was not flushed may be gone.
                 sim.crash(0);
                 sim.forget_unflushed();
                 target_crashes += 1;
             }
             let before = sim.reads_checked;
-            if sim.rng.chance(2) && sim.nodes[0].engine.is_some() {
+            if sim.rng.chance(500) && sim.nodes[0].engine.is_some() {
                 sim.app_io(0);
             }
             sim.step(true);

@@ -1549,7 +1549,8 @@ impl Resource {
                 local_done: diskless,
                 local_failed: false,
                 confirmed_by: 0,
-                needs_peer: diskless && !waiting.is_empty(),
+                // Without UpToDate data here, only a peer's flush counts.
+                needs_peer: self.disk != DiskState::UpToDate && !waiting.is_empty(),
                 awaits_write_ack: false,
                 waiting,
             },
