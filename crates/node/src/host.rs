@@ -862,7 +862,7 @@ fn admin_message(resource: &str, e: AdminError) -> String {
             "(-2) Need access to UpToDate data (a Primary without UpToDate data of its own uses this disk: demote it first)"
         }
         AdminError::PrimaryAttach => {
-            "(-2) Need access to UpToDate data (a Primary attaches a disk only while connected to a peer with UpToDate data to resync it from)"
+            "(-2) Need access to UpToDate data (a Primary attaches a disk only while connected to its one peer, with UpToDate data to resync it from)"
         }
         AdminError::Attached => "(124) Device is attached to a disk (use detach first)",
         AdminError::ConnectedOutdate => "(-6) Refusing to be Outdated while Connected",

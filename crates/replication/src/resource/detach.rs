@@ -209,7 +209,9 @@ impl Resource {
         let source = self
             .data_peer()
             .filter(|&p| self.peers[p].repl == ReplState::Established);
-        if self.role == Role::Primary && source.is_none() {
+        // With more peers, one that went away mid-resync could come back
+        // UpToDate but lacking writes the others confirmed: not handled.
+        if self.role == Role::Primary && (source.is_none() || self.peers.len() != 1) {
             return Some(AdminError::PrimaryAttach);
         }
         None

@@ -340,7 +340,7 @@ pub enum AdminError {
         "a Primary without UpToDate data of its own reads and writes this disk (demote it first)"
     )]
     DisklessPrimaryUses,
-    #[error("a Primary attaches a disk only while connected to a peer with UpToDate data to resync it from")]
+    #[error("a Primary attaches a disk only while connected to its one peer, with UpToDate data to resync it from")]
     PrimaryAttach,
     #[error("the device is attached to a disk (use detach first)")]
     Attached,
@@ -1720,6 +1720,10 @@ impl Resource {
                     // They mark it too: this disk may not take the record.
                     for p in 0..self.peers.len() {
                         self.peers[p].bitmap.set_range(block, count);
+                        // A sync target takes its source's copy of them.
+                        for b in block..block + count {
+                            self.peers[p].target_written.remove(&b);
+                        }
                         if self.peers[p].handshake_done() {
                             let id = self.peers[p].id;
                             self.out.push(Action::Send {
